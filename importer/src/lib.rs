@@ -1,0 +1,1 @@
+//! CSV importer (skeleton; see issue 5).
