@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1.7
+#
+# Importer image (migration Job and import CronJob): a static musl binary on `scratch`, running as a non-root uid.
+#
+#   docker build -f deploy/docker/importer.Dockerfile -t auth-proxy-importer .
+#
+# Build context: the repository root. The final stage is identical to the one
+# deploy/validate.sh builds with buildah from a host-built binary
+# (`--build-arg BIN_FROM=prebuilt`), so the image CI runs is the image shipped.
+
+ARG RUST_VERSION=1.95
+# `build` compiles inside the Rust image; `prebuilt` takes bin/importer from the
+# build context (used by deploy/validate.sh, where no base image can be pulled).
+ARG BIN_FROM=build
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# musl-tools: crates that compile C (ring, via rustls) need musl-gcc.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 ca-certificates=20230311+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --locked --release --target x86_64-unknown-linux-musl -p importer \
+ && mkdir -p /out/bin /out/etc/ssl/certs \
+ && cp target/x86_64-unknown-linux-musl/release/importer /out/bin/importer \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/
+
+FROM scratch AS prebuilt
+COPY bin/importer /out/bin/importer
+COPY ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt
+
+# hadolint ignore=DL3006
+FROM ${BIN_FROM} AS bin
+
+FROM scratch
+COPY --from=bin /out/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=bin --chmod=0555 /out/bin/importer /usr/local/bin/importer
+# 65532 is the conventional "nonroot" uid (distroless); there is no passwd file.
+USER 65532:65532
+# No listener: the importer runs as a Job (`migrate`) or CronJob (`run`), and
+# the manifests always pass the subcommand.
+ENTRYPOINT ["/usr/local/bin/importer"]
+CMD ["--help"]
