@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Checks the rendered manifests for the rules that deploy/README.md promises
+and a schema can't express. kubernetes-validate proves each object is valid
+Kubernetes; this proves it is the object we meant.
+
+Usage: policy_check.py RENDERED.yaml...   (output of `kubectl kustomize`)
+
+Prints one line per violation, naming the file, the object and the field, and
+exits 1 if there is any.
+"""
+
+import re
+import sys
+
+import yaml
+
+POD_OWNERS = {"Deployment", "Job", "CronJob", "StatefulSet", "DaemonSet", "Pod"}
+AUTH_PROXY_EGRESS_PORTS = {53, 443}
+
+
+class Checker:
+    def __init__(self):
+        self.problems = []
+
+    def fail(self, where, message):
+        self.problems.append(f"{where}: {message}")
+
+    def expect(self, cond, where, message):
+        if not cond:
+            self.fail(where, message)
+
+
+def pod_spec(obj):
+    kind = obj["kind"]
+    if kind == "Pod":
+        return obj["spec"]
+    if kind == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
+
+
+def job_spec(obj):
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]
+    return obj["spec"]
+
+
+def probe_path(probe):
+    return ((probe or {}).get("httpGet") or {}).get("path")
+
+
+def check_pod(c, where, obj):
+    spec = pod_spec(obj)
+    psc = spec.get("securityContext") or {}
+    c.expect(psc.get("runAsNonRoot") is True, where, "pod securityContext.runAsNonRoot must be true")
+    c.expect(spec.get("automountServiceAccountToken") is False, where,
+             "automountServiceAccountToken must be false (nothing here talks to the API)")
+    c.expect(not spec.get("hostNetwork"), where, "hostNetwork is not allowed")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    for ctr in spec.get("initContainers", []) + spec["containers"]:
+        cw = f"{where} container {ctr['name']}"
+        sc = ctr.get("securityContext") or {}
+        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        c.expect(seccomp == "RuntimeDefault", cw, "seccompProfile must be RuntimeDefault")
+        c.expect(sc.get("allowPrivilegeEscalation") is False, cw, "allowPrivilegeEscalation must be false")
+        c.expect(sc.get("readOnlyRootFilesystem") is True, cw, "readOnlyRootFilesystem must be true")
+        c.expect("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), cw,
+                 "capabilities.drop must contain ALL")
+        c.expect(not ((sc.get("capabilities") or {}).get("add")), cw, "no capabilities may be added")
+        c.expect(sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, cw, "runAsUser must not be 0")
+        res = ctr.get("resources") or {}
+        for section in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                c.expect(r in (res.get(section) or {}), cw, f"resources.{section}.{r} must be set")
+        image = ctr.get("image", "")
+        tag = image.rsplit("/", 1)[-1]
+        c.expect("@sha256:" in image or (":" in tag and not tag.endswith(":latest")), cw,
+                 f"image {image!r} must carry a tag other than latest (set it in overlays/<env>/release)")
+        c.expect("/" in image, cw, f"image {image!r} has no registry: the overlay's release component didn't apply")
+
+
+def check_auth_proxy(c, where, obj):
+    spec = pod_spec(obj)
+    ctrs = {x["name"]: x for x in spec["containers"]}
+    c.expect(set(ctrs) == {"envoy", "sidecar"}, where, f"containers must be envoy and sidecar, got {sorted(ctrs)}")
+    envoy, sidecar = ctrs.get("envoy", {}), ctrs.get("sidecar", {})
+    c.expect(probe_path(envoy.get("readinessProbe")) == "/health_check", where,
+             "envoy readinessProbe must be GET /health_check")
+    c.expect(probe_path(sidecar.get("livenessProbe")) == "/livez", where, "sidecar livenessProbe must be GET /livez")
+    c.expect(probe_path(sidecar.get("readinessProbe")) == "/readyz", where,
+             "sidecar readinessProbe must be GET /readyz")
+    ports = {p["name"]: p["containerPort"] for x in spec["containers"] for p in x.get("ports", [])}
+    c.expect(ports.get("http") == 8080, where, "envoy must expose port http=8080")
+    c.expect(ports.get("probes") == 15021, where, "sidecar must expose port probes=15021")
+    c.expect("15001" not in str(ports.values()), where, "the token port 15001 must not be a container port")
+    mounts = {m["mountPath"] for m in envoy.get("volumeMounts", [])}
+    c.expect("/etc/envoy" not in mounts, where, "mounting over /etc/envoy would hide the baked-in authproxy.wasm")
+    c.expect("replicas" not in obj["spec"], where, "replicas must be left to the HPA")
+
+
+def check_indexed_job(c, where, obj):
+    spec = job_spec(obj)
+    if spec.get("completionMode") != "Indexed":
+        return
+    args = " ".join(pod_spec(obj)["containers"][0].get("args", []))
+    m = re.search(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", args)
+    c.expect(m is not None, where, "an Indexed Job must pass --shard $(JOB_COMPLETION_INDEX)/N")
+    if m:
+        n = int(m.group(1))
+        c.expect(spec.get("completions") == n, where,
+                 f"completions ({spec.get('completions')}) must equal the shard count ({n})")
+
+
+def check_file(c, path):
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    kinds = {}
+    images = {}
+    for obj in docs:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        where = f"{path}: {kind}/{name}"
+        kinds.setdefault(kind, []).append(obj)
+        if kind != "Namespace":
+            c.expect(obj["metadata"].get("namespace"), where, "has no namespace")
+        if kind == "Secret":
+            c.fail(where, "Secrets are created out of band and never rendered from the repository")
+        if kind == "Ingress":
+            c.fail(where, "no Ingress: the proxy is cluster-internal")
+        if kind == "Service":
+            c.expect(obj["spec"].get("type", "ClusterIP") == "ClusterIP", where, "Service type must be ClusterIP")
+        if kind in POD_OWNERS:
+            check_pod(c, where, obj)
+            for ctr in pod_spec(obj)["containers"]:
+                images.setdefault(ctr["image"].rsplit(":", 1)[0], set()).add(ctr["image"])
+        if kind in ("Job", "CronJob"):
+            js = job_spec(obj)
+            c.expect(pod_spec(obj).get("restartPolicy") == "Never", where, "restartPolicy must be Never")
+            c.expect("backoffLimit" in js or "backoffLimitPerIndex" in js, where, "backoffLimit must be set")
+            c.expect("activeDeadlineSeconds" in js, where, "activeDeadlineSeconds must be set")
+            check_indexed_job(c, where, obj)
+        if kind == "CronJob":
+            c.expect(obj["spec"].get("concurrencyPolicy") == "Forbid", where, "concurrencyPolicy must be Forbid")
+        if kind == "Deployment" and name == "auth-proxy":
+            check_auth_proxy(c, where, obj)
+        if kind == "NetworkPolicy" and name == "auth-proxy":
+            c.expect(set(obj["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, where,
+                     "must restrict both Ingress and Egress")
+            for rule in obj["spec"].get("egress", []):
+                ports = {p.get("port") for p in rule.get("ports") or [{}]}
+                c.expect(ports <= AUTH_PROXY_EGRESS_PORTS, where,
+                         f"egress allows ports {sorted(map(str, ports))}; only DNS (53) and 443 are allowed")
+            for rule in obj["spec"].get("ingress", []):
+                c.expect(rule.get("from"), where, "every ingress rule must name its sources")
+        if kind == "ConfigMap":
+            data = obj.get("data") or {}
+            if name.startswith("envoy-config"):
+                c.expect("envoy.yaml" in data, where, "must carry envoy.yaml")
+            if name.startswith("sidecar-config"):
+                c.expect("sidecar.yaml" in data, where, "must carry sidecar.yaml")
+    for repo, tags in images.items():
+        c.expect(len(tags) == 1, path, f"{repo} is used at several tags: {sorted(tags)}")
+    if "Deployment" in kinds:
+        for k in ("Namespace", "Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                  "CronJob"):
+            c.expect(k in kinds, path, f"no {k} rendered")
+        cms = [o["metadata"]["name"] for o in kinds.get("ConfigMap", [])]
+        for want in ("envoy-config", "sidecar-config"):
+            c.expect(any(n.startswith(want) for n in cms), path, f"no {want} ConfigMap rendered, got {cms}")
+
+
+def main(paths):
+    c = Checker()
+    for p in paths:
+        check_file(c, p)
+    for line in c.problems:
+        print(line)
+    return 1 if c.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

