@@ -93,9 +93,51 @@ def check_auth_proxy(c, where, obj):
     c.expect(ports.get("http") == 8080, where, "envoy must expose port http=8080")
     c.expect(ports.get("probes") == 15021, where, "sidecar must expose port probes=15021")
     c.expect("15001" not in str(ports.values()), where, "the token port 15001 must not be a container port")
+    check_secret_files(c, where, spec, sidecar)
     mounts = {m["mountPath"] for m in envoy.get("volumeMounts", [])}
     c.expect("/etc/envoy" not in mounts, where, "mounting over /etc/envoy would hide the baked-in authproxy.wasm")
     c.expect("replicas" not in obj["spec"], where, "replicas must be left to the HPA")
+
+
+def files_in(node):
+    """Every `file:` value in a parsed sidecar config."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "file" and isinstance(v, str):
+                yield v
+            else:
+                yield from files_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from files_in(v)
+
+
+def check_secret_files(c, where, spec, sidecar):
+    """Every secret or key file that sidecar.yaml names must be provided by a
+    Secret projected into the sidecar container, and the other way round."""
+    config_map = SIDECAR_CONFIGS.get(where.split(":")[0])
+    if config_map is None:
+        c.fail(where, "no sidecar-config ConfigMap rendered next to the Deployment")
+        return
+    wanted = set(files_in(yaml.safe_load(config_map)))
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    provided = set()
+    for m in sidecar.get("volumeMounts", []):
+        vol = volumes.get(m["name"], {})
+        for src in (vol.get("projected") or {}).get("sources", []):
+            for item in (src.get("secret") or {}).get("items", []):
+                provided.add(m["mountPath"].rstrip("/") + "/" + item["path"])
+        if "secret" in vol:
+            for item in vol["secret"].get("items", []):
+                provided.add(m["mountPath"].rstrip("/") + "/" + item["path"])
+    for f in sorted(wanted - provided):
+        c.fail(where, f"sidecar.yaml reads {f}, but no Secret item is mounted there")
+    for f in sorted(provided - wanted):
+        c.fail(where, f"Secret item mounted at {f} is not used by sidecar.yaml")
+
+
+# Rendered file -> text of its sidecar.yaml, filled in before the checks run.
+SIDECAR_CONFIGS = {}
 
 
 def check_indexed_job(c, where, obj):
@@ -116,6 +158,9 @@ def check_file(c, path):
         docs = [d for d in yaml.safe_load_all(f) if d]
     kinds = {}
     images = {}
+    for obj in docs:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("sidecar-config"):
+            SIDECAR_CONFIGS[path] = (obj.get("data") or {}).get("sidecar.yaml", "")
     for obj in docs:
         kind, name = obj["kind"], obj["metadata"]["name"]
         where = f"{path}: {kind}/{name}"

@@ -287,7 +287,7 @@ else
   image_size() { # uncompressed: layers + config + manifest, as `docker images` counts it
     local name=$1 img=localhost/auth-proxy-$1:validate dir=$OUT/image-$1 bytes
     rm -rf "$dir"
-    "${BUILDAH[@]}" push --quiet "$img" "dir:$dir" >/dev/null || return 1
+    "${BUILDAH[@]}" push --quiet --disable-compression "$img" "dir:$dir" >/dev/null || return 1
     bytes=$(du -sb "$dir" | cut -f1)
     printf '    %s image: %s bytes (limit %s)\n' "$name" "$bytes" "$MAX_IMAGE_BYTES"
     ((bytes <= MAX_IMAGE_BYTES))
@@ -296,21 +296,32 @@ else
     local name=$1 ctr rc
     shift
     ctr=$("${BUILDAH[@]}" from --quiet "localhost/auth-proxy-$name:validate") || return 1
-    "${BUILDAH[@]}" run --isolation chroot \
-      -v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" "$ctr" -- "/usr/local/bin/$name" "$@" \
+    "${BUILDAH[@]}" run --isolation chroot "${RUN_MOUNTS[@]}" "$ctr" -- "/usr/local/bin/$name" "$@" \
       >"$OUT/run-$name.log" 2>&1
     rc=$?
     "${BUILDAH[@]}" rm "$ctr" >/dev/null
     [[ $rc == 0 ]] || sed 's/^/      /' "$OUT/run-$name.log" | tail -20
     return $rc
   }
+  RUN_MOUNTS=()
   for name in sidecar importer; do
     check "$name image builds, runs as 65532:65532" image_build "$name"
     check "$name image at most 15 MB" image_size "$name"
     check "$name runs inside its image (--help)" image_run "$name" --help
   done
-  check "sidecar in its image accepts the ConfigMap's sidecar.yaml" \
+  # The ConfigMap's sidecar.yaml where the Deployment mounts it, and throwaway
+  # secrets and keys where the Deployment's Secret volume puts them.
+  fake_secrets() {
+    rm -rf "$OUT/secrets" && "$PY" deploy/fake_secrets.py deploy/k8s/base/config/sidecar.yaml "$OUT/secrets"
+  }
+  check "fake tenant secrets for the config check" fake_secrets
+  RUN_MOUNTS=(-v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" -v "$OUT/secrets:/var/run/secrets/authproxy:ro")
+  check "sidecar --check-config in its image accepts the ConfigMap's sidecar.yaml" \
     image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
+  # ... and the check can fail: a secret file gone must be reported.
+  rm -f "$OUT"/secrets/*/client_secret
+  check "sidecar --check-config in its image rejects a missing secret file" \
+    expect_fail "sidecar --check-config" image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
 fi
 
 # -------------------------------------------------------------- summary ----
