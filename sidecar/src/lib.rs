@@ -1,1 +1,176 @@
-//! Sidecar.
+//! The auth-proxy sidecar: obtains OAuth2 tokens for many tenants, refreshes
+//! them before they expire, and hands them to Envoy's Wasm filter over a
+//! loopback-only listener. A second listener serves probes and metrics.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration, YAML plus `AUTHPROXY__*` overrides.
+//! - [`secret`]: secrets from files or the environment, redacted when printed.
+//! - [`oauth`]: one token request (client authentication, grants) and the
+//!   classification of its response.
+//! - [`refresh`]: the per-tenant refresh loop and its schedule.
+//! - [`store`]: the versioned token snapshot and its watch channel.
+//! - [`http`]: the token API and the probe/metrics routers.
+//! - [`metrics`]: per-tenant counters in the Prometheus text format.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod oauth;
+pub mod refresh;
+pub mod secret;
+pub mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::info;
+
+pub use config::Config;
+
+/// How long in-flight requests may take to finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the sidecar could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("bind {name} listener {addr}: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("serve: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The sidecar with its listeners bound, ready to serve.
+pub struct Sidecar {
+    config: Config,
+    tokens: TcpListener,
+    probes: TcpListener,
+}
+
+impl Sidecar {
+    /// Binds both listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Sidecar, RunError> {
+        let bind = |name, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { name, addr, source })
+        };
+        let tokens = bind("tokens", config.listen.tokens).await?;
+        let probes = bind("probes", config.listen.probes).await?;
+        Ok(Sidecar {
+            config,
+            tokens,
+            probes,
+        })
+    }
+
+    /// The bound (tokens, probes) addresses.
+    pub fn local_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let addr = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+        (
+            addr(&self.tokens, self.config.listen.tokens),
+            addr(&self.probes, self.config.listen.probes),
+        )
+    }
+
+    /// Serves until `shutdown` resolves, then drains for a bounded time.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("authproxy-sidecar/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let policy = Arc::new(self.config.refresh.clone());
+        self.serve_with(refresh::HttpFetcher { client, policy }, shutdown)
+            .await
+    }
+
+    /// Serves with a given token fetcher (tests script the auth server).
+    pub async fn serve_with<F: refresh::Fetcher>(
+        self,
+        fetcher: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        let (tokens_addr, probes_addr) = self.local_addrs();
+        let ids: Vec<&str> = self.config.tenants.iter().map(|t| t.id.as_str()).collect();
+        let store = store::Store::new(ids.iter().copied());
+        let metrics = metrics::Metrics::new(ids.iter().copied());
+        let policy = Arc::new(self.config.refresh.clone());
+        let fetcher = Arc::new(fetcher);
+        let mut loops = JoinSet::new();
+        let mut rejections = HashMap::new();
+        for tenant in &self.config.tenants {
+            let (tx, rx) = mpsc::channel(4);
+            rejections.insert(tenant.id.clone(), tx);
+            loops.spawn(
+                refresh::TenantLoop {
+                    tenant: Arc::new(tenant.clone()),
+                    policy: policy.clone(),
+                    fetcher: fetcher.clone(),
+                    store: store.clone(),
+                    metrics: metrics.tenant(&tenant.id),
+                    rejections: rx,
+                }
+                .run(),
+            );
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = http::AppState {
+            store,
+            metrics,
+            required: Arc::new(
+                self.config
+                    .tenants
+                    .iter()
+                    .filter(|t| t.required)
+                    .map(|t| t.id.clone())
+                    .collect(),
+            ),
+            rejections: Arc::new(rejections),
+            shutdown: stop_rx.clone(),
+        };
+        info!(
+            tokens = %tokens_addr,
+            probes = %probes_addr,
+            tenants = self.config.tenants.len(),
+            "listening"
+        );
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let token_server = axum::serve(self.tokens, http::token_api(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let probe_server = axum::serve(self.probes, http::probes(state))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let servers = async { tokio::try_join!(token_server, probe_server) };
+        tokio::pin!(servers);
+        tokio::select! {
+            r = &mut servers => { r.map_err(RunError::Serve)?; }
+            _ = shutdown => {
+                info!("shutting down");
+                let _ = stop_tx.send(true);
+                loops.abort_all();
+                if tokio::time::timeout(DRAIN, &mut servers).await.is_err() {
+                    info!("drain timed out; closing remaining connections");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    Sidecar::bind(config).await?.serve(shutdown).await
+}

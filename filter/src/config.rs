@@ -1,0 +1,218 @@
+//! Plugin configuration, parsed and validated once in `on_configure`.
+//!
+//! The same `.wasm` runs in two roles, chosen by the plugin's `root_id`:
+//! - `token_fetcher`: a singleton Wasm service that long-polls the sidecar and
+//!   publishes tokens into shared data;
+//! - `bearer_injector`: the HTTP filter on every worker.
+
+use serde::Deserialize;
+
+/// Root id of the singleton service that talks to the sidecar.
+pub const FETCHER_ROOT_ID: &str = "token_fetcher";
+/// Root id of the HTTP filter.
+pub const INJECTOR_ROOT_ID: &str = "bearer_injector";
+
+/// Shared-data key holding the sidecar's latest snapshot (JSON, verbatim).
+pub const SNAPSHOT_KEY: &str = "authproxy.tokens";
+/// Shared-data key holding the snapshot's version (decimal ASCII), read on
+/// every tick so the snapshot itself is copied only when it changed.
+pub const VERSION_KEY: &str = "authproxy.version";
+/// Shared queue on which filters report upstream 401s to the fetcher.
+pub const REJECTION_QUEUE: &str = "authproxy.rejections";
+
+/// Configuration of the `bearer_injector` HTTP filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectorConfig {
+    /// Lower-case request header naming the tenant.
+    pub tenant_header: String,
+    /// Tenant used when the request has no tenant header.
+    pub default_tenant: Option<String>,
+    /// How often each worker refreshes its VM-local copy from shared data.
+    pub tick_ms: u64,
+    /// A token is dropped this long before its `expires_at_ms`.
+    pub expiry_margin_ms: u64,
+    /// `Retry-After` value (seconds) on a 503, ready to send.
+    pub retry_after: String,
+    /// vm_id whose shared queue carries 401 reports (the fetcher's).
+    pub vm_id: String,
+}
+
+/// Configuration of the `token_fetcher` singleton service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetcherConfig {
+    /// Envoy cluster of the sidecar's loopback token listener.
+    pub sidecar_cluster: String,
+    /// `:authority` sent to the sidecar.
+    pub sidecar_authority: String,
+    /// Long-poll duration asked of the sidecar.
+    pub poll_wait_ms: u64,
+    /// First retry delay after a failed poll; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInjector {
+    tenant_header: Option<String>,
+    default_tenant: Option<String>,
+    tick_ms: Option<u64>,
+    expiry_margin_ms: Option<u64>,
+    retry_after_secs: Option<u32>,
+    vm_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFetcher {
+    sidecar_cluster: Option<String>,
+    sidecar_authority: Option<String>,
+    poll_wait_ms: Option<u64>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| format!("plugin configuration is not valid: {e}"))
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn valid_tenant(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl InjectorConfig {
+    /// Parses and validates the JSON plugin configuration.
+    pub fn parse(bytes: &[u8]) -> Result<InjectorConfig, String> {
+        let raw: RawInjector = parse_json(bytes)?;
+        let tenant_header = raw
+            .tenant_header
+            .unwrap_or_else(|| "x-tenant-id".into())
+            .to_ascii_lowercase();
+        if !is_token(&tenant_header) || tenant_header.starts_with(':') {
+            return Err(format!(
+                "tenant_header: {tenant_header:?} is not a valid header name"
+            ));
+        }
+        if tenant_header == "authorization" {
+            return Err("tenant_header: must not be authorization".into());
+        }
+        if let Some(t) = &raw.default_tenant {
+            if !valid_tenant(t) {
+                return Err(format!(
+                    "default_tenant: {t:?} is not a tenant id (1-64 of [A-Za-z0-9._-])"
+                ));
+            }
+        }
+        let tick_ms = raw.tick_ms.unwrap_or(20);
+        if !(1..=1000).contains(&tick_ms) {
+            return Err(format!("tick_ms: {tick_ms} is not in 1..=1000"));
+        }
+        let expiry_margin_ms = raw.expiry_margin_ms.unwrap_or(2000);
+        if expiry_margin_ms < 2 * tick_ms {
+            return Err(format!(
+                "expiry_margin_ms: {expiry_margin_ms} must be at least twice tick_ms ({tick_ms})"
+            ));
+        }
+        let retry_after_secs = raw.retry_after_secs.unwrap_or(1);
+        let vm_id = raw.vm_id.unwrap_or_else(|| "authproxy".into());
+        if vm_id.is_empty() {
+            return Err("vm_id: must not be empty".into());
+        }
+        Ok(InjectorConfig {
+            tenant_header,
+            default_tenant: raw.default_tenant,
+            tick_ms,
+            expiry_margin_ms,
+            retry_after: retry_after_secs.to_string(),
+            vm_id,
+        })
+    }
+}
+
+impl FetcherConfig {
+    /// Parses and validates the JSON plugin configuration.
+    pub fn parse(bytes: &[u8]) -> Result<FetcherConfig, String> {
+        let raw: RawFetcher = parse_json(bytes)?;
+        let sidecar_cluster = raw.sidecar_cluster.unwrap_or_else(|| "sidecar".into());
+        if sidecar_cluster.is_empty() {
+            return Err("sidecar_cluster: must not be empty".into());
+        }
+        let sidecar_authority = raw
+            .sidecar_authority
+            .unwrap_or_else(|| sidecar_cluster.clone());
+        let poll_wait_ms = raw.poll_wait_ms.unwrap_or(25_000);
+        if !(100..=60_000).contains(&poll_wait_ms) {
+            return Err(format!(
+                "poll_wait_ms: {poll_wait_ms} is not in 100..=60000"
+            ));
+        }
+        let retry_initial_ms = raw.retry_initial_ms.unwrap_or(200);
+        let retry_max_ms = raw.retry_max_ms.unwrap_or(5_000);
+        if retry_initial_ms == 0 || retry_max_ms < retry_initial_ms {
+            return Err(format!(
+                "retry_initial_ms/retry_max_ms: need 0 < {retry_initial_ms} <= {retry_max_ms}"
+            ));
+        }
+        Ok(FetcherConfig {
+            sidecar_cluster,
+            sidecar_authority,
+            poll_wait_ms,
+            retry_initial_ms,
+            retry_max_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An empty configuration takes the documented defaults.
+    #[test]
+    fn defaults() {
+        let c = InjectorConfig::parse(b"").unwrap();
+        assert_eq!(c.tenant_header, "x-tenant-id");
+        assert_eq!(c.default_tenant, None);
+        assert_eq!(c.tick_ms, 20);
+        let f = FetcherConfig::parse(b"{}").unwrap();
+        assert_eq!(f.sidecar_cluster, "sidecar");
+        assert_eq!(f.poll_wait_ms, 25_000);
+    }
+
+    /// Each bad value is refused with a message naming the key.
+    #[test]
+    fn bad_values_name_their_key() {
+        for (json, key) in [
+            (r#"{"tenant_header": "bad header"}"#, "tenant_header"),
+            (r#"{"tenant_header": "Authorization"}"#, "tenant_header"),
+            (r#"{"default_tenant": "no spaces"}"#, "default_tenant"),
+            (r#"{"tick_ms": 0}"#, "tick_ms"),
+            (
+                r#"{"tick_ms": 100, "expiry_margin_ms": 150}"#,
+                "expiry_margin_ms",
+            ),
+            (r#"{"typo": 1}"#, "typo"),
+            (r#"not json"#, "not valid"),
+        ] {
+            let err = InjectorConfig::parse(json.as_bytes()).unwrap_err();
+            assert!(err.contains(key), "{json}: {err}");
+        }
+        let err = FetcherConfig::parse(br#"{"poll_wait_ms": 5}"#).unwrap_err();
+        assert!(err.contains("poll_wait_ms"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The two HTTP listeners: the loopback token API for the filter, and the
+//! probes and metrics for the kubelet and Prometheus.
+//!
+//! Token API (loopback only):
+//! - `GET /v1/tokens?after=V&wait_ms=M`: the snapshot as JSON. When the
+//!   current version equals `after`, waits up to `M` ms (at most 60 s) for a
+//!   change, and answers `204` if none came.
+//! - `POST /v1/tenants/{tenant}/rejected?version=V`: the upstream answered
+//!   401 to the token with version `V`; `202`.
+//!
+//! Errors are JSON: `{"error": "<stable code>", "message": "..."}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::store::{Entry, Snapshot, Store};
+
+/// Longest long-poll the API accepts.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Metrics,
+    pub required: Arc<Vec<String>>,
+    pub rejections: Arc<HashMap<String, mpsc::Sender<u64>>>,
+    /// Flips to `true` on shutdown, so long-polls end at once.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Every error the API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("bad query: {0}")]
+    BadQuery(String),
+}
+
+impl AppError {
+    fn code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown_tenant"),
+            AppError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.code();
+        tracing::debug!(error = code, message = %self, "token api error");
+        let body = serde_json::json!({ "error": code, "message": self.to_string() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::BadQuery(r.body_text())
+    }
+}
+
+/// Routes of the loopback token API.
+pub fn token_api(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/tokens", get(tokens))
+        .route("/v1/tenants/{tenant}/rejected", post(rejected))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"error": "not_found", "message": "no such endpoint"})),
+            )
+        })
+        .with_state(state)
+}
+
+/// Routes of the probe and metrics listener. Nothing here is logged.
+pub fn probes(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct PollQuery {
+    after: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+/// The snapshot with every token that is past its time removed, so a late
+/// expiry timer can never hand out an expired token.
+fn servable(snap: &Snapshot, now: SystemTime) -> Snapshot {
+    if snap
+        .tenants
+        .values()
+        .flatten()
+        .all(|e: &Arc<Entry>| e.serve_until > now)
+    {
+        return snap.clone();
+    }
+    let tenants = snap
+        .tenants
+        .iter()
+        .map(|(id, e)| (id.clone(), e.clone().filter(|e| e.serve_until > now)))
+        .collect();
+    Snapshot {
+        version: snap.version,
+        tenants: Arc::new(tenants),
+    }
+}
+
+async fn tokens(
+    State(state): State<AppState>,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(q) = query?;
+    let mut rx = state.store.subscribe();
+    let unchanged = q.after == Some(rx.borrow_and_update().version);
+    if unchanged {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        let mut shutdown = state.shutdown.clone();
+        let changed = tokio::select! {
+            r = tokio::time::timeout(wait, rx.changed()) => matches!(r, Ok(Ok(()))),
+            _ = shutdown.wait_for(|s| *s) => false,
+        };
+        if !changed {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+    let snap = servable(&rx.borrow().clone(), SystemTime::now());
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(snap)).into_response())
+}
+
+#[derive(Deserialize)]
+struct RejectQuery {
+    version: u64,
+}
+
+async fn rejected(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    query: Result<Query<RejectQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(q) = query?;
+    let tx = state
+        .rejections
+        .get(&tenant)
+        .ok_or_else(|| AppError::UnknownTenant(tenant.clone()))?;
+    // A full queue means a refresh is already pending: coalesce.
+    let _ = tx.try_send(q.version);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "accepted"})),
+    )
+        .into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let snap = state.store.snapshot();
+    let now = SystemTime::now();
+    if state
+        .required
+        .iter()
+        .all(|id| snap.valid(id, now).is_some())
+    {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .render(&state.store.snapshot(), SystemTime::now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
