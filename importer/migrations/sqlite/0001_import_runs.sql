@@ -1,0 +1,35 @@
+-- Every file the importer handles gets one row, whatever its outcome.
+CREATE TABLE import_runs (
+    id            INTEGER PRIMARY KEY,
+    tenant        text        NOT NULL,
+    module        text        NOT NULL,
+    source        text        NOT NULL,
+    export_date   text,
+    started_at    text NOT NULL,
+    finished_at   text,
+    status        text        NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'duplicate')),
+    rows_read     bigint      NOT NULL DEFAULT 0,
+    rows_loaded   bigint      NOT NULL DEFAULT 0,
+    rows_rejected bigint      NOT NULL DEFAULT 0,
+    rows_written  bigint      NOT NULL DEFAULT 0,
+    load_path     text,
+    content_hash  text,
+    duplicate_of  INTEGER REFERENCES import_runs (id),
+    error         text
+);
+
+-- Duplicate detection: the same bytes for the same tenant and module, already loaded.
+CREATE INDEX import_runs_content ON import_runs (tenant, module, content_hash) WHERE status = 'succeeded';
+
+-- Rows refused by validation, with where they came from and why.
+CREATE TABLE import_rejects (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES import_runs (id) ON DELETE CASCADE,
+    file        text   NOT NULL,
+    line        bigint NOT NULL,
+    column_name text,
+    raw_record  text   NOT NULL,
+    reason      text   NOT NULL
+);
+
+CREATE INDEX import_rejects_run ON import_rejects (run_id);

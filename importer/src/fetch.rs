@@ -1,0 +1,170 @@
+//! Fetches export payloads from the API base URL, which is the auth proxy.
+//!
+//! `GET {base}/exports/{module}?date=YYYY-MM-DD` with the tenant in a header (`x-tenant-id` by
+//! default). The importer never sees a token: the proxy injects it. The body streams into an
+//! anonymous temp file; transient failures retry with exponential backoff and jitter.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::header::HeaderName;
+use reqwest::{StatusCode, Url};
+use tokio::io::AsyncWriteExt;
+
+/// Attempts per export, the first included.
+const ATTEMPTS: u32 = 3;
+
+/// Why an export couldn't be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("GET {url}: HTTP {status}{hint}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        hint: &'static str,
+    },
+    #[error("spool {url}: {source}")]
+    Spool { url: String, source: std::io::Error },
+}
+
+impl FetchError {
+    fn transient(&self) -> bool {
+        match self {
+            Self::Http { source, .. } => source.is_connect() || source.is_timeout(),
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Spool { .. } => false,
+        }
+    }
+}
+
+/// An HTTP client for the export API.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    base: Url,
+    tenant_header: HeaderName,
+}
+
+impl Fetcher {
+    pub fn new(base: Url, tenant_header: HeaderName) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Self {
+            client,
+            base,
+            tenant_header,
+        })
+    }
+
+    /// The export's URL.
+    pub fn url(&self, module: &str, date: &str) -> Url {
+        let mut url = self.base.clone();
+        let path = format!("{}/exports/{module}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.query_pairs_mut().clear().append_pair("date", date);
+        url
+    }
+
+    /// Downloads one export into an anonymous file in `dir`; `None` when there is none (404).
+    pub async fn fetch(
+        &self,
+        tenant: &str,
+        module: &str,
+        date: &str,
+        dir: &Path,
+    ) -> Result<Option<File>, FetchError> {
+        let url = self.url(module, date);
+        let mut attempt = 1;
+        loop {
+            match self.try_fetch(&url, tenant, dir).await {
+                Err(e) if e.transient() && attempt < ATTEMPTS => {
+                    let base = 250u64 << attempt;
+                    let jitter = rand::thread_rng().gen_range(0..=base / 2);
+                    tracing::warn!(tenant = %tenant, module = %module, attempt, cause = %e, "fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_fetch(
+        &self,
+        url: &Url,
+        tenant: &str,
+        dir: &Path,
+    ) -> Result<Option<File>, FetchError> {
+        let http = |source| FetchError::Http {
+            url: url.to_string(),
+            source,
+        };
+        let resp = self
+            .client
+            .get(url.clone())
+            .header(&self.tenant_header, tenant)
+            .send()
+            .await
+            .map_err(http)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let hint = match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    " (the auth proxy should inject the token; is the base URL the proxy?)"
+                }
+                _ => "",
+            };
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status,
+                hint,
+            });
+        }
+        let spool = |source| FetchError::Spool {
+            url: url.to_string(),
+            source,
+        };
+        let file = tempfile::tempfile_in(dir).map_err(spool)?;
+        let mut out = tokio::io::BufWriter::with_capacity(
+            256 * 1024,
+            tokio::fs::File::from_std(file.try_clone().map_err(spool)?),
+        );
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk.map_err(http)?).await.map_err(spool)?;
+        }
+        out.flush().await.map_err(spool)?;
+        Ok(Some(file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Export URLs keep the base path and carry the date as a query parameter.
+    #[test]
+    fn urls() {
+        let f = Fetcher::new(
+            Url::parse("http://proxy:8080/api/").unwrap(),
+            HeaderName::from_static("x-tenant-id"),
+        )
+        .unwrap();
+        assert_eq!(
+            f.url("orders", "2026-11-27").as_str(),
+            "http://proxy:8080/api/exports/orders?date=2026-11-27"
+        );
+    }
+}
