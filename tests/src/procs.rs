@@ -354,3 +354,55 @@ impl Envoy {
             .and_then(|v| v.trim().parse().ok())
     }
 }
+
+/// An Envoy config file from `envoy/` with its `.wasm` paths pointed at the
+/// fresh build, and `f` applied to the JSON configuration of `root_id`.
+pub fn config_with_built_wasm(
+    file: &Path,
+    root_id: &str,
+    f: &dyn Fn(&mut serde_json::Value),
+) -> String {
+    let text = std::fs::read_to_string(file).expect("read envoy config");
+    let mut doc: Value = serde_yaml::from_str(&text).expect("parse envoy config");
+    rewrite_wasm(&mut doc, &filter_wasm().display().to_string(), root_id, f);
+    serde_yaml::to_string(&doc).expect("serialize envoy config")
+}
+
+/// Runs `envoy --mode validate` on a config text; returns (success, output).
+pub fn envoy_validate(config: &str) -> (bool, String) {
+    envoy_exec(config, &["--mode", "validate"], None)
+}
+
+/// Runs Envoy for real until it exits or `timeout` passes (then it is
+/// killed and counts as a success); returns (success, output).
+pub fn envoy_run(config: &str, timeout: Duration) -> (bool, String) {
+    envoy_exec(config, &[], Some(timeout))
+}
+
+fn envoy_exec(config: &str, args: &[&str], timeout: Option<Duration>) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("-s")
+        .arg("KILL")
+        .arg(format!(
+            "{}",
+            timeout.unwrap_or(Duration::from_secs(60)).as_secs()
+        ))
+        .arg(envoy_bin())
+        .args(args)
+        .args(["--disable-hot-restart", "-l", "info", "-c"])
+        .arg(&path);
+    let out = cmd.output().expect("run envoy");
+    if timeout.is_some() && out.status.code().is_none_or(|c| c == 137 || c == 124) {
+        // Still running at the deadline: it accepted the config.
+        return (true, String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
