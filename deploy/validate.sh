@@ -57,7 +57,14 @@ check() {
   else
     failures+=("$name")
     printf '    FAIL %s (%ss)\n' "$name" $((SECONDS - t0))
+    return 1
   fi
+}
+
+# not_run NAME WHY: a check that can't run because another failed counts as failed.
+not_run() {
+  failures+=("$1 (not run: $2)")
+  printf '    FAIL %s (not run: %s)\n' "$1" "$2"
 }
 
 # expect_fail NAME CMD...: CMD must fail (a validator rejecting bad input).
@@ -121,8 +128,7 @@ install_tools() {
 }
 
 say "tools"
-check "install tools" install_tools || true
-if [[ ${#failures[@]} -gt 0 ]]; then
+if ! check "install tools" install_tools; then
   echo "validate.sh: could not install the tools; nothing else can run" >&2
   exit 1
 fi
@@ -196,7 +202,8 @@ WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
 build_wasm() {
   cargo build --locked --quiet -p filter --target wasm32-wasip1 --profile wasm && [[ -s $WASM ]]
 }
-check "filter .wasm builds" build_wasm
+wasm_ok=0
+check "filter .wasm builds" build_wasm && wasm_ok=1
 
 # Validate mode loads the .wasm, so point each config's Wasm `filename` at the
 # fresh build (in the pod it is /etc/envoy/authproxy.wasm, baked into the image).
@@ -214,7 +221,11 @@ if [[ ${#envoy_configs[@]} -eq 0 ]]; then
   check "envoy/ has configs" false
 fi
 for cfg in "${envoy_configs[@]}"; do
-  check "envoy --mode validate $cfg" envoy_validate "$cfg"
+  if [[ $wasm_ok == 1 ]]; then
+    check "envoy --mode validate $cfg" envoy_validate "$cfg"
+  else
+    not_run "envoy --mode validate $cfg" "no .wasm"
+  fi
 done
 
 # ------------------------------------------------------------------ k8s ----
@@ -248,80 +259,105 @@ done
 say "dockerfiles"
 check "hadolint deploy/docker/*.Dockerfile" "$VENV/bin/hadolint" deploy/docker/*.Dockerfile
 
-if [[ $FAST == 1 ]]; then
-  say "binaries and images: SKIPPED (DEPLOY_FAST=1)"
-else
-  # ----------------------------------------------------------- binaries ----
-  say "static musl binaries"
-  BIN=$TARGET/$MUSL/release
-  build_musl() {
-    cargo build --locked --quiet --release --target "$MUSL" -p sidecar -p importer
-  }
-  check "cargo build --release --target $MUSL -p sidecar -p importer" build_musl
-  is_static() {
-    [[ -x $1 ]] || { echo "    $1 missing"; return 1; }
-    if readelf -lW "$1" | grep -q INTERP || readelf -dW "$1" | grep -q NEEDED; then
-      echo "    $1 is dynamically linked"
-      return 1
-    fi
-    printf '    %s: %s bytes\n' "$(basename "$1")" "$(stat -c %s "$1")"
-  }
+# ----------------------------------------------------- binaries, images ----
+
+BIN=$TARGET/$MUSL/release
+BUILDAH=(buildah --root "$STATE/containers/storage" --runroot "$STATE/containers/run" --storage-driver vfs)
+
+build_musl() {
+  cargo build --locked --quiet --release --target "$MUSL" -p sidecar -p importer
+}
+
+is_static() {
+  [[ -x $1 ]] || { echo "    $1 missing"; return 1; }
+  if readelf -lW "$1" | grep -q INTERP || readelf -dW "$1" | grep -q NEEDED; then
+    echo "    $1 is dynamically linked"
+    return 1
+  fi
+  printf '    %s: %s bytes\n' "$(basename "$1")" "$(stat -c %s "$1")"
+}
+
+# image_build NAME: the Dockerfile's own final stage, from the host-built binary.
+image_build() {
+  local name=$1 ctx=$OUT/ctx-$1 img=localhost/auth-proxy-$1:validate user
+  rm -rf "$ctx" && mkdir -p "$ctx/bin" || return 1
+  cp "$BIN/$name" "$ctx/bin/" && cp /etc/ssl/certs/ca-certificates.crt "$ctx/" || return 1
+  : >"$ctx/.ignore"
+  "${BUILDAH[@]}" rmi -f "$img" >/dev/null 2>&1
+  "${BUILDAH[@]}" build --quiet --isolation chroot --ignorefile "$ctx/.ignore" \
+    --build-arg BIN_FROM=prebuilt -f "deploy/docker/$name.Dockerfile" -t "$img" "$ctx" >/dev/null || return 1
+  user=$("${BUILDAH[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$img") || return 1
+  [[ $user == 65532:65532 ]] || { echo "    $img runs as '$user', want 65532:65532"; return 1; }
+}
+
+# image_size NAME: uncompressed (layers + config + manifest), as `docker images` counts.
+image_size() {
+  local name=$1 img=localhost/auth-proxy-$1:validate dir=$OUT/image-$1 bytes
+  rm -rf "$dir"
+  "${BUILDAH[@]}" push --quiet --disable-compression "$img" "dir:$dir" >/dev/null || return 1
+  bytes=$(du -sb "$dir" | cut -f1)
+  printf '    %s image: %s bytes (limit %s)\n' "$name" "$bytes" "$MAX_IMAGE_BYTES"
+  ((bytes <= MAX_IMAGE_BYTES))
+}
+
+# image_run NAME ARGS...: runs the binary inside its image, as the image's
+# user, with RUN_MOUNTS.
+RUN_MOUNTS=()
+image_run() {
+  local name=$1 ctr rc
+  shift
+  ctr=$("${BUILDAH[@]}" from --quiet "localhost/auth-proxy-$name:validate") || return 1
+  "${BUILDAH[@]}" run --isolation chroot "${RUN_MOUNTS[@]}" "$ctr" -- "/usr/local/bin/$name" "$@" \
+    >"$OUT/run-$name.log" 2>&1
+  rc=$?
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
+  [[ $rc == 0 ]] || sed 's/^/      /' "$OUT/run-$name.log" | tail -20
+  return $rc
+}
+
+# The ConfigMap's sidecar.yaml where the Deployment mounts it, and throwaway
+# secrets and keys where the Deployment's Secret volume puts them.
+fake_secrets() {
+  rm -rf "$OUT/secrets" && "$PY" deploy/fake_secrets.py deploy/k8s/base/config/sidecar.yaml "$OUT/secrets"
+}
+
+binaries_and_images() {
   check "sidecar is static" is_static "$BIN/sidecar"
   check "importer is static" is_static "$BIN/importer"
-
-  # ------------------------------------------------------------- images ----
   say "images (buildah, chroot isolation, FROM scratch)"
-  BUILDAH=(buildah --root "$STATE/containers/storage" --runroot "$STATE/containers/run" --storage-driver vfs)
-  image_build() { # image_build NAME: the Dockerfile's own final stage, from the host-built binary
-    local name=$1 ctx=$OUT/ctx-$1 img=localhost/auth-proxy-$1:validate
-    rm -rf "$ctx" && mkdir -p "$ctx/bin" || return 1
-    cp "$BIN/$name" "$ctx/bin/" && cp /etc/ssl/certs/ca-certificates.crt "$ctx/" || return 1
-    : >"$ctx/.ignore"
-    "${BUILDAH[@]}" rmi -f "$img" >/dev/null 2>&1
-    "${BUILDAH[@]}" build --quiet --isolation chroot --ignorefile "$ctx/.ignore" \
-      --build-arg BIN_FROM=prebuilt -f "deploy/docker/$name.Dockerfile" -t "$img" "$ctx" >/dev/null || return 1
-    local user
-    user=$("${BUILDAH[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$img") || return 1
-    [[ $user == 65532:65532 ]] || { echo "    $img runs as '$user', want 65532:65532"; return 1; }
-  }
-  image_size() { # uncompressed: layers + config + manifest, as `docker images` counts it
-    local name=$1 img=localhost/auth-proxy-$1:validate dir=$OUT/image-$1 bytes
-    rm -rf "$dir"
-    "${BUILDAH[@]}" push --quiet --disable-compression "$img" "dir:$dir" >/dev/null || return 1
-    bytes=$(du -sb "$dir" | cut -f1)
-    printf '    %s image: %s bytes (limit %s)\n' "$name" "$bytes" "$MAX_IMAGE_BYTES"
-    ((bytes <= MAX_IMAGE_BYTES))
-  }
-  image_run() { # image_run NAME ARGS...: run the binary inside the image, as its user
-    local name=$1 ctr rc
-    shift
-    ctr=$("${BUILDAH[@]}" from --quiet "localhost/auth-proxy-$name:validate") || return 1
-    "${BUILDAH[@]}" run --isolation chroot "${RUN_MOUNTS[@]}" "$ctr" -- "/usr/local/bin/$name" "$@" \
-      >"$OUT/run-$name.log" 2>&1
-    rc=$?
-    "${BUILDAH[@]}" rm "$ctr" >/dev/null
-    [[ $rc == 0 ]] || sed 's/^/      /' "$OUT/run-$name.log" | tail -20
-    return $rc
-  }
-  RUN_MOUNTS=()
+  local name sidecar_image=0
   for name in sidecar importer; do
-    check "$name image builds, runs as 65532:65532" image_build "$name"
-    check "$name image at most 15 MB" image_size "$name"
-    check "$name runs inside its image (--help)" image_run "$name" --help
+    if check "$name image builds, runs as 65532:65532" image_build "$name"; then
+      [[ $name == sidecar ]] && sidecar_image=1
+      check "$name image at most 15 MB" image_size "$name"
+      check "$name runs inside its image (--help)" image_run "$name" --help
+    else
+      not_run "$name image size and run" "no image"
+    fi
   done
-  # The ConfigMap's sidecar.yaml where the Deployment mounts it, and throwaway
-  # secrets and keys where the Deployment's Secret volume puts them.
-  fake_secrets() {
-    rm -rf "$OUT/secrets" && "$PY" deploy/fake_secrets.py deploy/k8s/base/config/sidecar.yaml "$OUT/secrets"
-  }
-  check "fake tenant secrets for the config check" fake_secrets
+  [[ $sidecar_image == 1 ]] || return 0
+  check "fake tenant secrets for the config check" fake_secrets || return 0
   RUN_MOUNTS=(-v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" -v "$OUT/secrets:/var/run/secrets/authproxy:ro")
   check "sidecar --check-config in its image accepts the ConfigMap's sidecar.yaml" \
     image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
-  # ... and the check can fail: a secret file gone must be reported.
+  # ... and that check can fail: a secret file gone must be reported.
   rm -f "$OUT"/secrets/*/client_secret
   check "sidecar --check-config in its image rejects a missing secret file" \
     expect_fail "sidecar --check-config" image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
+  RUN_MOUNTS=()
+}
+
+if [[ $FAST == 1 ]]; then
+  say "binaries and images: SKIPPED (DEPLOY_FAST=1)"
+else
+  say "static musl binaries"
+  # Binaries and images are checked only after a successful build, so a stale
+  # binary from an earlier build can never pass for the current sources.
+  if check "cargo build --release --target $MUSL -p sidecar -p importer" build_musl; then
+    binaries_and_images
+  else
+    not_run "static binaries and images" "the musl build failed"
+  fi
 fi
 
 # -------------------------------------------------------------- summary ----
