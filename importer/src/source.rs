@@ -39,6 +39,7 @@ impl Kind {
     /// Sniffs the first bytes: `{` is a payload, `PK\x03\x04` a zip, anything else CSV.
     pub fn sniff(file: &mut File) -> std::io::Result<Self> {
         let mut head = [0u8; 64];
+        file.rewind()?;
         let n = file.read(&mut head)?;
         file.rewind()?;
         let head = &head[..n];

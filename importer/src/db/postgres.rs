@@ -119,6 +119,11 @@ impl Pg {
             .run(&self.pool)
             .await?;
         let mut tx = self.pool.begin().await.map_err(pg("begin"))?;
+        // `ADD COLUMN IF NOT EXISTS` notices for every existing column are noise.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg("set client_min_messages"))?;
         for def in registry.types() {
             for stmt in table_ddl(def) {
                 sqlx::query(&stmt)

@@ -1,0 +1,233 @@
+//! Helpers shared by the importer's integration tests: registries (the example plus generated
+//! types), payload builders, a backend-neutral query helper, and running commands in-process.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+use importer::config::{Cli, Config};
+use importer::Report;
+
+/// Number of generated types, besides the example registry's.
+pub const GENERATED_TYPES: usize = 60;
+
+/// The column types the generator cycles through, with a valid sample value for row `i`.
+fn generated_column(j: usize, i: usize) -> (&'static str, String) {
+    match j % 8 {
+        0 => ("int", format!("{}", i * 7)),
+        1 => ("text", format!("\"name, {i}\"")),
+        2 => ("decimal(12,2)", format!("{}.{:02}", i, i % 100)),
+        3 => ("date", format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1)),
+        4 => (
+            "timestamp",
+            format!("2026-01-01T{:02}:{:02}:00", i % 24, i % 60),
+        ),
+        5 => ("bool", if i.is_multiple_of(2) { "true" } else { "no" }.to_string()),
+        6 => ("bigint", format!("{}", (i as i64) << 33)),
+        _ => ("float", format!("{}.5", i)),
+    }
+}
+
+/// A registry with the shipped example types plus `GENERATED_TYPES` generated ones, `gen_00`…
+pub fn write_registry(dir: &Path) -> PathBuf {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("registry/example.yaml"),
+    )
+    .unwrap();
+    let mut text = example;
+    for t in 0..GENERATED_TYPES {
+        text.push_str(&format!(
+            "  - module: gen_{t:02}\n    natural_key: [id]\n    columns:\n      - {{ name: id, type: bigint, required: true, aliases: [ID] }}\n"
+        ));
+        for j in 0..(t % 6 + 2) {
+            let (ty, _) = generated_column(j, 0);
+            text.push_str(&format!("      - {{ name: c{j}, type: \"{ty}\" }}\n"));
+        }
+    }
+    let path = dir.join("registry.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// CSV for generated type `t` with `rows` rows.
+pub fn generated_csv(t: usize, rows: usize) -> String {
+    let cols = t % 6 + 2;
+    let mut s = String::from("ID");
+    for j in 0..cols {
+        s.push_str(&format!(",c{j}"));
+    }
+    s.push('\n');
+    for i in 0..rows {
+        s.push_str(&i.to_string());
+        for j in 0..cols {
+            s.push(',');
+            s.push_str(&generated_column(j, i).1);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// A zip holding one file.
+pub fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(name, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(body).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+/// The export API's payload for a module's CSV.
+pub fn payload(module: &str, csv: &str) -> Vec<u8> {
+    let data = base64::engine::general_purpose::STANDARD
+        .encode(zip_of(&format!("{module}.csv"), csv.as_bytes()));
+    serde_json::to_vec(&serde_json::json!({ "module_name": module, "data": data })).unwrap()
+}
+
+/// A test's scratch directory, its registry and its temp dir for the importer.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub registry: PathBuf,
+    pub temp: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = write_registry(dir.path());
+        let temp = dir.path().join("spool");
+        std::fs::create_dir(&temp).unwrap();
+        Self {
+            dir,
+            registry,
+            temp,
+        }
+    }
+
+    /// Writes a file into the scratch directory.
+    pub fn file(&self, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    /// True when the importer left nothing in its temp dir.
+    pub fn spool_is_empty(&self) -> bool {
+        std::fs::read_dir(&self.temp).unwrap().next().is_none()
+    }
+}
+
+/// Where a test's data goes.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Postgres(u) => u.clone(),
+        }
+    }
+
+    /// Runs a query whose columns are all cast to text; NULL comes back as "∅".
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            Self::Sqlite(p) => {
+                let conn = rusqlite::Connection::open(p).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, Option<String>>(i)
+                                .map(|v| v.unwrap_or("∅".into()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+            Self::Postgres(u) => {
+                use sqlx::{Connection, Row};
+                let mut conn = sqlx::PgConnection::connect(u).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.get::<Option<String>, _>(i).unwrap_or("∅".into()))
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A single text value.
+    pub async fn value(&self, sql: &str) -> String {
+        self.rows(sql).await[0][0].clone()
+    }
+}
+
+/// A fresh SQLite file in the scratch directory.
+pub fn sqlite(scratch: &Scratch) -> Backend {
+    Backend::Sqlite(scratch.dir.path().join("importer.db"))
+}
+
+/// A fresh PostgreSQL database on the server named by `TEST_POSTGRES_URL`. Panics when it is
+/// unset: PostgreSQL tests never skip.
+pub async fn postgres() -> Backend {
+    use sqlx::{Connection, Executor};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let admin = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_POSTGRES_URL is not set: the PostgreSQL tests need a server \
+             (start one with `eval \"$(importer/scripts/pg-start.sh)\"`)"
+        )
+    });
+    let name = format!(
+        "importer_t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_POSTGRES_URL {admin}: cannot connect: {e}"));
+    conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await
+        .unwrap();
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let base = base.split('?').next().unwrap_or(base);
+    Backend::Postgres(format!("{base}/{name}"))
+}
+
+/// Runs an importer command in-process, as the binary would (global options first).
+pub async fn importer(scratch: &Scratch, backend: &Backend, args: &[&str]) -> Report {
+    let mut argv: Vec<String> = vec![
+        "importer".into(),
+        "--database-url".into(),
+        backend.url(),
+        "--registry".into(),
+        scratch.registry.display().to_string(),
+        "--temp-dir".into(),
+        scratch.temp.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv).unwrap();
+    let config = Config::from_cli(cli).unwrap();
+    importer::run(config, std::future::pending()).await.unwrap()
+}
+
+/// Migrates (needed for PostgreSQL; SQLite migrates itself, and again is harmless).
+pub async fn migrate(scratch: &Scratch, backend: &Backend) {
+    importer(scratch, backend, &["migrate"]).await;
+}
