@@ -15,7 +15,12 @@ use tokio::time::Instant;
 
 /// Serves `router` on an ephemeral loopback port; returns its base URL.
 pub async fn serve(router: Router) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+    serve_on("127.0.0.1:0", router).await
+}
+
+/// Serves `router` on `addr`; returns its base URL.
+pub async fn serve_on(addr: &str, router: Router) -> String {
+    let listener = TcpListener::bind(addr).await.expect("bind fake");
     let addr = listener.local_addr().expect("fake addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -68,6 +73,10 @@ pub struct FakeAuth {
 
 impl FakeAuth {
     pub async fn start(lifetime: u64) -> FakeAuth {
+        FakeAuth::start_on("127.0.0.1:0", lifetime).await
+    }
+
+    pub async fn start_on(addr: &str, lifetime: u64) -> FakeAuth {
         let state = Arc::new(Mutex::new(AuthState {
             mode: Some(Mode::Issue { lifetime }),
             ..Default::default()
@@ -76,7 +85,7 @@ impl FakeAuth {
             .route("/token/{tenant}", post(token))
             .with_state(state.clone());
         FakeAuth {
-            url: serve(router).await,
+            url: serve_on(addr, router).await,
             state,
         }
     }
@@ -168,6 +177,8 @@ pub struct Seen {
 struct ApiState {
     seen: Vec<Seen>,
     revoked: HashSet<String>,
+    /// Serve `GET /exports/{module}` from `{dir}/{module}.csv`.
+    exports: Option<std::path::PathBuf>,
 }
 
 /// The fake third-party API: echoes what it received as JSON, and answers
@@ -180,10 +191,21 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub async fn start() -> FakeApi {
-        let state = Arc::new(Mutex::new(ApiState::default()));
+        FakeApi::start_on("127.0.0.1:0", None).await
+    }
+
+    /// Starts on `addr`; with `exports`, also serves the export API the
+    /// importer expects: `GET /exports/{module}?date=...` answers
+    /// `{"module_name", "data"}` where `data` is the base64 of a zip holding
+    /// `{exports}/{module}.csv`.
+    pub async fn start_on(addr: &str, exports: Option<std::path::PathBuf>) -> FakeApi {
+        let state = Arc::new(Mutex::new(ApiState {
+            exports,
+            ..Default::default()
+        }));
         let router = Router::new().fallback(any(echo)).with_state(state.clone());
         FakeApi {
-            url: serve(router).await,
+            url: serve_on(addr, router).await,
             state,
         }
     }
@@ -232,7 +254,42 @@ async fn echo(
         .is_none_or(|a| s.revoked.contains(a) || !a.starts_with("Bearer "));
     s.seen.push(seen);
     if revoked {
+        let body = serde_json::json!({"error": "invalid_token"});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
+    let exports = s.exports.clone();
+    drop(s);
+    if let (Some(dir), Some(module)) = (exports, uri.path().strip_prefix("/exports/")) {
+        return export(&dir, module);
+    }
     Json(body).into_response()
+}
+
+/// One export payload: the CSV zipped, then base64-encoded.
+fn export(dir: &std::path::Path, module: &str) -> Response {
+    use base64::Engine;
+    use std::io::Write;
+    let valid = !module.is_empty()
+        && module
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let Some(csv) = valid
+        .then(|| std::fs::read(dir.join(format!("{module}.csv"))).ok())
+        .flatten()
+    else {
+        let body = serde_json::json!({"error": "unknown_module", "module": module});
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    };
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file(format!("{module}.csv"), options)
+        .expect("zip entry");
+    zip.write_all(&csv).expect("zip write");
+    let bytes = zip.finish().expect("zip finish").into_inner();
+    Json(serde_json::json!({
+        "module_name": module,
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+    .into_response()
 }
