@@ -8,7 +8,8 @@ then swaps the auth filter:
   b   our filter exactly as shipped (token_fetcher service + bearer_injector);
   b0  the same, plus "default_tenant": requests carry no x-tenant-id header;
   c   envoy.filters.http.credential_injector with the oauth2 credential;
-  d   the no-op Wasm filter (bench/noop-filter) on V8.
+  d   the no-op Wasm filter (bench/noop-filter) on V8;
+  bx  (optional) b with another build of the filter, to measure a change.
 One change applies to all cases: local.yaml's per-request stdout access log is
 removed, because it is a constant cost that has nothing to do with the auth
 filter and would only make every ratio look closer to 1.
@@ -59,6 +60,9 @@ def main():
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--filter-wasm", required=True)
     p.add_argument("--noop-wasm", required=True)
+    p.add_argument("--variant-wasm", help="adds case bx: b with this .wasm instead")
+    p.add_argument("--variant-route-strip", action="store_true",
+                   help="case bx: Envoy's route removes the tenant header (request_headers_to_remove)")
     p.add_argument("--upstream-port", type=int, required=True)
     p.add_argument("--sidecar-port", type=int, required=True)
     p.add_argument("--token-port", type=int, required=True)
@@ -84,6 +88,19 @@ def main():
     drop_filter_service(cases["a"])
 
     cases["b"] = copy.deepcopy(base)
+
+    if a.variant_wasm:
+        cases["bx"] = copy.deepcopy(base)
+        for ext in cases["bx"].get("bootstrap_extensions", []):
+            ext["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = a.variant_wasm
+        w = next(f for f in hcm(cases["bx"])["http_filters"] if f["name"] == WASM_FILTER)
+        w["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = a.variant_wasm
+        if a.variant_route_strip:
+            tenant_header = json.loads(w["typed_config"]["config"]["configuration"]["value"]).get(
+                "tenant_header", "x-tenant-id")
+            for vh in hcm(cases["bx"])["route_config"]["virtual_hosts"]:
+                for route in vh["routes"]:
+                    route["request_headers_to_remove"] = [tenant_header]
 
     cases["b0"] = copy.deepcopy(base)
     w = next(f for f in hcm(cases["b0"])["http_filters"] if f["name"] == WASM_FILTER)
@@ -149,6 +166,8 @@ def main():
     ports = dict(item.split("=") for item in a.ports.split(","))
     os.makedirs(a.out, exist_ok=True)
     for name, cfg in cases.items():
+        if name not in ports:
+            continue
         listen, admin = (int(x) for x in ports[name].split(":"))
         cfg["admin"]["address"]["socket_address"]["port_value"] = admin
         cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen

