@@ -271,9 +271,17 @@ impl Config {
         for (key, value) in overrides {
             apply_override(&mut doc, &key[ENV_PREFIX.len()..], &value)?;
         }
-        let raw: RawConfig = serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
+        let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if key.is_empty() || key == "." {
+                ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message,
+                }
+            } else {
+                ConfigError::invalid(key, message)
+            }
         })?;
         raw.validate()
     }

@@ -122,7 +122,13 @@ impl Metrics {
                 }
             }
         }
-        let simple: [(&str, &str, &str, fn(&TenantMetrics) -> u64); 4] = [
+        type Gauge = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&TenantMetrics) -> u64,
+        );
+        let simple: [Gauge; 4] = [
             (
                 "authproxy_token_consecutive_failures",
                 "gauge",

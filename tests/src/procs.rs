@@ -191,7 +191,7 @@ pub struct Envoy {
 
 fn find_named<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
     list.as_sequence_mut()
-        .and_then(|s| s.iter_mut().find(|v| v["name"] == Value::from(name)))
+        .and_then(|s| s.iter_mut().find(|v| v["name"] == name))
         .unwrap_or_else(|| panic!("envoy/local.yaml has no {name:?}"))
 }
 
@@ -209,7 +209,7 @@ fn rewrite_wasm(v: &mut Value, wasm: &str, root_id: &str, f: &dyn Fn(&mut serde_
                     *name = wasm.to_string();
                 }
             }
-            if m.get("root_id") == Some(&Value::from(root_id)) {
+            if m.get("root_id").and_then(Value::as_str) == Some(root_id) {
                 if let Some(Value::String(json)) =
                     m.get_mut("configuration").and_then(|c| c.get_mut("value"))
                 {

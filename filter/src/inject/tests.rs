@@ -5,12 +5,15 @@ use std::collections::HashMap;
 
 use super::*;
 
+/// A local reply: status, headers, body.
+type Reply = (u32, Vec<(String, String)>, Vec<u8>);
+
 /// A fake Envoy: request headers in a map, a recorded local reply.
 #[derive(Default)]
 struct FakeHost {
     headers: RefCell<HashMap<String, Vec<u8>>>,
     status: Option<Vec<u8>>,
-    reply: RefCell<Option<(u32, Vec<(String, String)>, Vec<u8>)>>,
+    reply: RefCell<Option<Reply>>,
 }
 
 impl FakeHost {

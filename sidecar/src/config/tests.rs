@@ -1,1 +1,194 @@
+use std::path::Path;
+
 use super::*;
+
+const MINIMAL: &str = r#"
+tenants:
+  acme:
+    token_url: https://auth.example.com/oauth2/token
+    client_id: acme-client
+    auth:
+      method: client_secret_post
+      secret: { env: AUTHPROXY_TEST_SECRET_ALWAYS_SET }
+"#;
+
+fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    // The secret check reads this variable; it is set once for all tests.
+    std::env::set_var("AUTHPROXY_TEST_SECRET_ALWAYS_SET", "s3cret");
+    Config::from_yaml(
+        yaml,
+        Path::new("test.yaml"),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn err(yaml: &str, env: &[(&str, &str)]) -> String {
+    load(yaml, env).unwrap_err().to_string()
+}
+
+/// A minimal file gets the documented defaults.
+#[test]
+fn defaults() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.listen.tokens.to_string(), "127.0.0.1:15001");
+    assert_eq!(c.listen.probes.to_string(), "0.0.0.0:15021");
+    assert_eq!(c.refresh.fraction, 0.5);
+    assert_eq!(c.refresh.expiry_margin, Duration::from_secs(30));
+    let t = c.tenant("acme").unwrap();
+    assert!(t.required);
+    assert!(matches!(t.grant, Grant::ClientCredentials));
+    assert!(matches!(t.auth, ClientAuth::SecretPost(_)));
+}
+
+/// `AUTHPROXY__a__b` overrides keys case-insensitively, with YAML scalars.
+#[test]
+fn env_overrides() {
+    let c = load(
+        MINIMAL,
+        &[
+            ("AUTHPROXY__LISTEN__TOKENS", "127.0.0.1:0"),
+            ("AUTHPROXY__REFRESH__FRACTION", "0.6"),
+            ("AUTHPROXY__TENANTS__ACME__CLIENT_ID", "acme-2"),
+            ("AUTHPROXY__TENANTS__ACME__REQUIRED", "false"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.listen.tokens.port(), 0);
+    assert_eq!(c.refresh.fraction, 0.6);
+    let t = c.tenant("acme").unwrap();
+    assert_eq!(t.client_id, "acme-2");
+    assert!(!t.required);
+}
+
+/// Every problem names its key.
+#[test]
+fn errors_name_the_key() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            MINIMAL,
+            &[("AUTHPROXY__LISTEN__TOKENS", "0.0.0.0:15001")],
+            "listen.tokens",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__LISTEN__PROBES", "nope")],
+            "listen.probes",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__FRACTION", "1.5")],
+            "refresh.fraction",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__JITTER", "0.6")],
+            "refresh.jitter",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__EXPIRY_MARGIN", "soon")],
+            "refresh.expiry_margin",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__BACKOFF_MAX", "1ms")],
+            "refresh.backoff_max",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__TENANTS__ACME__TOKEN_URL", "ftp://x")],
+            "tenants.acme.token_url",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__TENANTS__ACME__TOKEN_URL", "not a url")],
+            "tenants.acme.token_url",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__TENANTS__ACME__AUTH__METHOD", "magic")],
+            "tenants.acme.auth.method",
+        ),
+        (
+            MINIMAL,
+            &[(
+                "AUTHPROXY__TENANTS__ACME__AUTH__SECRET__ENV",
+                "AUTHPROXY_TEST_UNSET_123",
+            )],
+            "AUTHPROXY_TEST_UNSET_123",
+        ),
+        (
+            MINIMAL,
+            &[(
+                "AUTHPROXY__TENANTS__ACME__EXTRA_PARAMS__GRANT_TYPE",
+                "password",
+            )],
+            "tenants.acme.extra_params.grant_type",
+        ),
+        (
+            MINIMAL,
+            &[(
+                "AUTHPROXY__TENANTS__ACME__EXTRA_HEADERS__AUTHORIZATION",
+                "x",
+            )],
+            "tenants.acme.extra_headers.authorization",
+        ),
+        ("tenants: {}", &[], "tenants"),
+        ("bogus: 1\n", &[], "bogus"),
+        ("listen: {tokens: 1}\n", &[], "listen.tokens"),
+        ("tenants: {acme: {client_id: x}}\n", &[], "tenants.acme"),
+        ("tenants: [", &[], "test.yaml"),
+    ];
+    for (yaml, env, key) in cases {
+        let e = err(yaml, env);
+        assert!(e.contains(key), "{env:?}: {e:?} should name {key}");
+    }
+}
+
+/// private_key_jwt needs a key that parses; the error names the key path.
+#[test]
+fn private_key_jwt_checks_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("key.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+tenants:
+  acme:
+    token_url: https://auth.example.com/token
+    client_id: acme
+    auth:
+      method: private_key_jwt
+      key: {{ alg: RS256, kid: k1, file: {} }}
+"#,
+        pem.display()
+    );
+    let e = err(&yaml, &[]);
+    assert!(e.contains("tenants.acme.auth.key"), "{e}");
+    let good = jwt_simple::prelude::ES256KeyPair::generate()
+        .to_pem()
+        .unwrap();
+    std::fs::write(&pem, good).unwrap();
+    let e = err(&yaml, &[]);
+    assert!(e.contains("RSA"), "an EC key for RS256 is refused: {e}");
+    let c = load(&yaml.replace("RS256", "ES256"), &[]).unwrap();
+    assert!(matches!(
+        c.tenant("acme").unwrap().auth,
+        ClientAuth::PrivateKeyJwt(_)
+    ));
+}
+
+/// Debug output of a whole config shows secret sources, never values.
+#[test]
+fn debug_redacts() {
+    let c = load(MINIMAL, &[]).unwrap();
+    let text = format!("{c:?}");
+    assert!(text.contains("env:AUTHPROXY_TEST_SECRET_ALWAYS_SET"));
+    assert!(!text.contains("s3cret"));
+}

@@ -1,1 +1,252 @@
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Mutex;
+
 use super::*;
+use crate::config::Config;
+use crate::secret::Secret;
+
+fn policy() -> RefreshPolicy {
+    RefreshPolicy {
+        rejection_min_interval: Duration::from_secs(10),
+        ..RefreshPolicy::default()
+    }
+}
+
+fn transient(reason: &'static str) -> FetchError {
+    FetchError {
+        url: "https://auth.example.com/token".into(),
+        reason,
+        retry: Retry::Transient,
+        retry_after: None,
+        detail: "test".into(),
+    }
+}
+
+fn permanent() -> FetchError {
+    FetchError {
+        retry: Retry::Permanent,
+        ..transient("invalid_client")
+    }
+}
+
+fn token(secs: u64) -> IssuedToken {
+    IssuedToken {
+        access_token: Secret::new(format!("tok-{secs}")),
+        lifetime: Duration::from_secs(secs),
+        defaulted_lifetime: false,
+    }
+}
+
+/// With no jitter, refresh at the fraction; the margin is capped at a quarter
+/// of a short lifetime; jitter moves the refresh within ±jitter.
+#[test]
+fn plan_schedule() {
+    let p = RefreshPolicy {
+        jitter: 0.0,
+        ..policy()
+    };
+    let plan1 = plan(&p, Duration::from_secs(3600), 0.7);
+    assert_eq!(plan1.refresh_after, Duration::from_secs(1800));
+    assert_eq!(plan1.serve_for, Duration::from_secs(3570));
+    let short = plan(&p, Duration::from_secs(4), 0.0);
+    assert_eq!(short.serve_for, Duration::from_secs(3));
+    assert_eq!(short.refresh_after, Duration::from_secs(2));
+    let p = policy();
+    let lo = plan(&p, Duration::from_secs(1000), -1.0).refresh_after;
+    let hi = plan(&p, Duration::from_secs(1000), 1.0).refresh_after;
+    assert_eq!((lo.as_secs(), hi.as_secs()), (400, 600));
+}
+
+/// Transient failures back off exponentially to the ceiling, jittered to
+/// 50–100%; Retry-After is a floor; permanent failures wait long.
+#[test]
+fn backoff_schedule() {
+    let p = policy();
+    let full: Vec<u64> = (1..=8)
+        .map(|n| backoff(&p, n, &transient("network"), 1.0).as_secs())
+        .collect();
+    assert_eq!(full, [1, 2, 4, 8, 16, 32, 60, 60]);
+    let half = backoff(&p, 3, &transient("network"), 0.0);
+    assert_eq!(half, Duration::from_secs(2));
+    let mut e = transient("rate_limited");
+    e.retry_after = Some(Duration::from_secs(45));
+    assert_eq!(backoff(&p, 1, &e, 0.0), Duration::from_secs(45));
+    let slow = backoff(&p, 1, &permanent(), 0.5);
+    assert_eq!(slow, Duration::from_secs(300));
+    assert!(backoff(&p, 1, &permanent(), 0.0) >= Duration::from_secs(270));
+    // Huge failure counts don't overflow.
+    assert_eq!(backoff(&p, u32::MAX, &transient("x"), 1.0), p.backoff_max);
+}
+
+/// Plays back scripted results and records when each fetch started.
+#[derive(Default)]
+struct Script {
+    results: Mutex<VecDeque<Result<IssuedToken, FetchError>>>,
+    calls: Mutex<Vec<Instant>>,
+}
+
+impl Fetcher for Script {
+    fn fetch(
+        &self,
+        _tenant: &Tenant,
+    ) -> impl Future<Output = Result<IssuedToken, FetchError>> + Send {
+        self.calls.lock().unwrap().push(Instant::now());
+        let next = self
+            .results
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(transient("network")));
+        async move { next }
+    }
+}
+
+struct Harness {
+    script: Arc<Script>,
+    store: Store,
+    reports: mpsc::Sender<u64>,
+    start: Instant,
+}
+
+impl Harness {
+    fn start(policy: RefreshPolicy, results: Vec<Result<IssuedToken, FetchError>>) -> Harness {
+        std::env::set_var("AUTHPROXY_REFRESH_TEST_SECRET", "x");
+        let yaml = "tenants:\n  acme:\n    token_url: http://127.0.0.1:1/token\n    client_id: acme\n    auth: {method: client_secret_post, secret: {env: AUTHPROXY_REFRESH_TEST_SECRET}}\n";
+        let config = Config::from_yaml(yaml, Path::new("t.yaml"), Vec::new()).unwrap();
+        let script = Arc::new(Script {
+            results: Mutex::new(results.into()),
+            ..Default::default()
+        });
+        let store = Store::new(["acme"]);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(
+            TenantLoop {
+                tenant: Arc::new(config.tenants[0].clone()),
+                policy: Arc::new(policy),
+                fetcher: script.clone(),
+                store: store.clone(),
+                metrics: Arc::default(),
+                rejections: rx,
+            }
+            .run(),
+        );
+        Harness {
+            script,
+            store,
+            reports: tx,
+            start: Instant::now(),
+        }
+    }
+
+    /// Seconds since start of each fetch.
+    fn calls(&self) -> Vec<f64> {
+        self.script
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.duration_since(self.start).as_secs_f64())
+            .collect()
+    }
+
+    fn token(&self) -> Option<(String, u64)> {
+        let snap = self.store.snapshot();
+        snap.tenants["acme"]
+            .as_ref()
+            .map(|e| (e.header.expose().to_string(), e.version))
+    }
+}
+
+async fn at(h: &Harness, secs: f64) {
+    tokio::time::sleep_until(h.start + Duration::from_secs_f64(secs)).await;
+}
+
+/// A token is fetched at once and refreshed proactively at 50% ± 10% of its
+/// lifetime.
+#[tokio::test(start_paused = true)]
+async fn refreshes_proactively() {
+    let h = Harness::start(
+        policy(),
+        vec![Ok(token(100)), Ok(token(100)), Ok(token(100))],
+    );
+    at(&h, 1.0).await;
+    assert_eq!(h.token().unwrap().0, "Bearer tok-100");
+    at(&h, 130.0).await;
+    let calls = h.calls();
+    assert_eq!(calls[0], 0.0);
+    let gap = calls[1] - calls[0];
+    assert!((40.0..=60.0).contains(&gap), "refresh after {gap}s");
+    assert_eq!(calls.len(), 3, "one fetch per refresh, no more: {calls:?}");
+}
+
+/// Failures back off 1 s, 2 s, 4 s (each jittered to 50–100%), then a
+/// success resets the streak.
+#[tokio::test(start_paused = true)]
+async fn backs_off_then_recovers() {
+    let h = Harness::start(
+        policy(),
+        vec![
+            Err(transient("http_5xx")),
+            Err(transient("timeout")),
+            Err(transient("bad_response")),
+            Ok(token(3600)),
+        ],
+    );
+    at(&h, 10.0).await;
+    let calls = h.calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    for (i, step) in [1.0, 2.0, 4.0].iter().enumerate() {
+        let gap = calls[i + 1] - calls[i];
+        assert!(gap >= step * 0.5 && gap <= *step, "gap {i} = {gap}");
+    }
+    assert!(h.token().is_some());
+}
+
+/// A permanent error retries slowly, not on the fast backoff.
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_retry_slowly() {
+    let h = Harness::start(policy(), vec![Err(permanent()), Err(permanent())]);
+    at(&h, 250.0).await;
+    assert_eq!(h.calls().len(), 1);
+    at(&h, 340.0).await;
+    assert_eq!(h.calls().len(), 2);
+}
+
+/// During an outage the last token is served until its expiry less the
+/// margin, and never after.
+#[tokio::test(start_paused = true)]
+async fn serves_last_token_until_expiry() {
+    // 100 s token: margin 30 s capped at 25 s, so served for 75 s.
+    let h = Harness::start(policy(), vec![Ok(token(100))]);
+    at(&h, 74.9).await;
+    assert!(h.token().is_some(), "still served during the outage");
+    at(&h, 75.1).await;
+    assert!(h.token().is_none(), "expired tokens are withdrawn");
+    assert!(h.calls().len() > 3, "kept retrying: {:?}", h.calls());
+}
+
+/// An upstream 401 for the current token refreshes at once; more reports
+/// within the rate limit, or for a stale version, do nothing.
+#[tokio::test(start_paused = true)]
+async fn rejection_refreshes_once() {
+    let h = Harness::start(
+        policy(),
+        vec![Ok(token(3600)), Ok(token(3600)), Ok(token(3600))],
+    );
+    at(&h, 1.0).await;
+    let (_, v1) = h.token().unwrap();
+    h.reports.send(v1).await.unwrap();
+    at(&h, 1.5).await;
+    assert_eq!(h.calls().len(), 2, "refreshed at once");
+    let (_, v2) = h.token().unwrap();
+    assert_ne!(v1, v2);
+    h.reports.send(v1).await.unwrap(); // stale
+    h.reports.send(v2).await.unwrap(); // rate-limited (10 s)
+    at(&h, 5.0).await;
+    assert_eq!(h.calls().len(), 2);
+    at(&h, 12.0).await;
+    h.reports.send(v2).await.unwrap();
+    at(&h, 12.5).await;
+    assert_eq!(h.calls().len(), 3, "allowed again after the interval");
+}
