@@ -141,10 +141,10 @@ impl RootContext for Root {
                 injector: i.clone(),
                 outcome: None,
             })),
-            // Envoy refuses a filter whose configuration failed, so this is
-            // never reached; if it were, the request would pass untouched
-            // only in the fetcher's service VM, which has no requests.
-            _ => None,
+            // The fetcher's root_id used as an HTTP filter, or a context
+            // before configuration: refuse every request rather than let it
+            // through without a token (returning None would abort the VM).
+            _ => Some(Box::new(Misconfigured)),
         }
     }
 }
@@ -457,6 +457,22 @@ impl Host for StreamHost {
     }
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
         let _ = hostcalls::send_http_response(status, headers.to_vec(), Some(body));
+    }
+}
+
+/// Answers every request with 500: this root is not a `bearer_injector`.
+struct Misconfigured;
+
+impl Context for Misconfigured {}
+
+impl HttpContext for Misconfigured {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        StreamHost.send_reply(
+            500,
+            &[("content-type", "application/json")],
+            br#"{"error":"misconfigured","message":"this filter's root_id is not bearer_injector"}"#,
+        );
+        Action::Pause
     }
 }
 
