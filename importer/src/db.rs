@@ -209,19 +209,15 @@ impl Db {
         }
     }
 
-    /// The id of an earlier successful run of the same bytes, if any.
+    /// The id and module of an earlier successful run of the same content for the tenant.
     pub async fn find_duplicate(
         &self,
         tenant: &str,
-        module: &str,
         hash: &str,
-    ) -> Result<Option<i64>, DbError> {
+    ) -> Result<Option<(i64, String)>, DbError> {
         match self {
-            Self::Postgres(db) => db.find_duplicate(tenant, module, hash).await,
-            Self::Sqlite(db) => {
-                db.find_duplicate(tenant.into(), module.into(), hash.into())
-                    .await
-            }
+            Self::Postgres(db) => db.find_duplicate(tenant, hash).await,
+            Self::Sqlite(db) => db.find_duplicate(tenant.into(), hash.into()).await,
         }
     }
 

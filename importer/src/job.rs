@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::db::{Db, LoadError, Loaded, Progress, RunEnd, RunStart, RunStatus};
 use crate::fetch::{FetchError, Fetcher};
 use crate::registry::Registry;
-use crate::source::{prepare, Kind, SourceError};
+use crate::source::{fingerprint, prepare, Kind, SourceError};
 
 /// Where a file comes from.
 #[derive(Debug, Clone)]
@@ -111,6 +111,13 @@ pub struct Context {
     pub progress: Progress,
 }
 
+/// Runs blocking file work off the async threads, passing panics on.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
 /// Runs one job. Every path that reaches a module records a row in `import_runs`.
 pub async fn run_job(ctx: &Context, job: Job) -> Outcome {
     let started = Instant::now();
@@ -208,18 +215,64 @@ async fn attempt(
             }
         },
     };
-    let temp_dir = ctx.temp_dir.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        let kind = Kind::sniff(&mut file)?;
-        prepare(file, kind, &temp_dir)
-    })
-    .await
-    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-    .map_err(|e| JobError::Source {
+    let source_err = |e: SourceError| JobError::Source {
         file: source.to_string(),
         source: e,
-    })?;
+    };
+    let load_err = |e: LoadError| JobError::Load {
+        file: source.to_string(),
+        source: e,
+    };
+    // Fingerprint first: an identical re-delivery stops here, before any decoding.
+    let module_hint = hint.to_string();
+    let (file, kind, hash) = blocking(move || {
+        let mut file = file;
+        let kind = Kind::sniff(&mut file)?;
+        let hash = fingerprint(&mut file, kind, &module_hint)?;
+        Ok::<_, SourceError>((file, kind, hash))
+    })
+    .await
+    .map_err(source_err)?;
+    if !ctx.force {
+        if let Some((of, module)) = ctx
+            .db
+            .find_duplicate(&job.tenant, &hash)
+            .await
+            .map_err(|e| load_err(e.into()))?
+        {
+            outcome.module = module.clone();
+            let start = RunStart {
+                tenant: job.tenant.clone(),
+                module: module.clone(),
+                source: source.to_string(),
+                export_date: date,
+                content_hash: Some(hash),
+            };
+            let id = ctx
+                .db
+                .start_run(&start)
+                .await
+                .map_err(|e| load_err(e.into()))?;
+            outcome.run_id = Some(id);
+            let end = RunEnd {
+                status: RunStatus::Duplicate,
+                loaded: None,
+                duplicate_of: Some(of),
+                error: None,
+            };
+            ctx.db
+                .finish_run(id, &end)
+                .await
+                .map_err(|e| load_err(e.into()))?;
+            tracing::info!(tenant = %job.tenant, module = %module, file = %source, duplicate_of = of, "identical to an earlier run; skipped");
+            outcome.status = Status::Duplicate;
+            return Ok(());
+        }
+    }
+    let temp_dir = ctx.temp_dir.clone();
+    let prepared = blocking(move || prepare(file, kind, &temp_dir))
+        .await
+        .map_err(source_err)?;
     let module = match &prepared.module {
         Some(m) => {
             if matches!(job.origin, Origin::Remote { .. }) && m != hint {
@@ -242,45 +295,13 @@ async fn attempt(
             file: source.to_string(),
             module: module.clone(),
         })?;
-    let load_err = |e: LoadError| JobError::Load {
-        file: source.to_string(),
-        source: e,
-    };
     let start = RunStart {
         tenant: job.tenant.clone(),
         module: module.clone(),
         source: source.to_string(),
         export_date: date,
-        content_hash: Some(prepared.hash.clone()),
+        content_hash: Some(hash),
     };
-    if !ctx.force {
-        if let Some(of) = ctx
-            .db
-            .find_duplicate(&job.tenant, &module, &prepared.hash)
-            .await
-            .map_err(|e| load_err(e.into()))?
-        {
-            let id = ctx
-                .db
-                .start_run(&start)
-                .await
-                .map_err(|e| load_err(e.into()))?;
-            outcome.run_id = Some(id);
-            let end = RunEnd {
-                status: RunStatus::Duplicate,
-                loaded: None,
-                duplicate_of: Some(of),
-                error: None,
-            };
-            ctx.db
-                .finish_run(id, &end)
-                .await
-                .map_err(|e| load_err(e.into()))?;
-            tracing::info!(tenant = %job.tenant, module = %module, file = %source, duplicate_of = of, "identical to an earlier run; skipped");
-            outcome.status = Status::Duplicate;
-            return Ok(());
-        }
-    }
     let id = ctx
         .db
         .start_run(&start)

@@ -1,9 +1,9 @@
 //! Input files: a payload JSON (`{"module_name": …, "data": "<base64 zip>"}`), a zip holding one
 //! CSV, or a bare CSV.
 //!
-//! [`prepare`] makes one streaming pass over the input: it hashes the bytes as delivered
-//! (BLAKE3, for duplicate detection) and, for a payload, decodes the base64 straight into an
-//! anonymous temp file. Neither the payload nor the CSV is ever held in memory, and the temp file
+//! [`fingerprint`] hashes the bytes as delivered (BLAKE3), so an identical re-delivery is
+//! recognised before anything is decoded. [`prepare`] then makes one streaming pass that, for a
+//! payload, decodes the base64 straight into an anonymous temp file. Neither the payload nor the CSV is ever held in memory, and the temp file
 //! has no name, so it is gone on success, error, panic and even `SIGKILL`.
 
 use std::fs::File;
@@ -57,14 +57,12 @@ impl Kind {
     }
 }
 
-/// An input after its first pass: hashed, decoded, ready to be read as CSV (more than once, if a
+/// An input after its first pass: decoded, ready to be read as CSV (more than once, if a
 /// load has to restart on its staging path).
 #[derive(Debug)]
 pub struct Prepared {
     /// The payload's `module_name`, for payloads.
     pub module: Option<String>,
-    /// BLAKE3 of the input bytes as delivered, hex.
-    pub hash: String,
     body: Body,
 }
 
@@ -108,23 +106,16 @@ fn single_entry<R: Read + Seek>(archive: &mut zip::ZipArchive<R>) -> Result<usiz
     }
 }
 
-/// A reader that feeds every byte it passes through to a BLAKE3 hasher.
-struct Hashing<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-fn hash_file(file: &mut File) -> std::io::Result<String> {
-    file.rewind()?;
+/// BLAKE3 of the input as delivered, hex. A payload names its module inside its bytes; for a
+/// zip or CSV the module it is loaded as is hashed in front, so the same bytes loaded as two
+/// modules are two different contents.
+pub fn fingerprint(file: &mut File, kind: Kind, module: &str) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
+    if kind != Kind::Payload {
+        hasher.update(module.as_bytes());
+        hasher.update(&[0]);
+    }
+    file.rewind()?;
     hasher.update_reader(&mut *file)?;
     file.rewind()?;
     Ok(hasher.finalize().to_hex().to_string())
@@ -132,40 +123,28 @@ fn hash_file(file: &mut File) -> std::io::Result<String> {
 
 /// First pass over an input file. `temp_dir` receives the decoded zip of a payload.
 pub fn prepare(mut file: File, kind: Kind, temp_dir: &Path) -> Result<Prepared, SourceError> {
+    file.rewind()?;
     match kind {
         Kind::Csv => Ok(Prepared {
             module: None,
-            hash: hash_file(&mut file)?,
             body: Body::Csv(file),
         }),
         Kind::Zip => {
-            let hash = hash_file(&mut file)?;
             let mut archive = zip::ZipArchive::new(BufReader::new(file.try_clone()?))?;
             single_entry(&mut archive)?;
             Ok(Prepared {
                 module: None,
-                hash,
                 body: Body::Zip(file),
             })
         }
         Kind::Payload => {
-            let mut input = BufReader::with_capacity(
-                256 * 1024,
-                Hashing {
-                    inner: file,
-                    hasher: blake3::Hasher::new(),
-                },
-            );
+            let mut input = BufReader::with_capacity(256 * 1024, file);
             let zip = tempfile::tempfile_in(temp_dir)?;
             let module = decode_payload(&mut input, &zip)?;
-            // Hash whatever trails the object too.
-            std::io::copy(&mut input, &mut std::io::sink())?;
-            let hash = input.get_ref().hasher.finalize().to_hex().to_string();
             let mut archive = zip::ZipArchive::new(BufReader::new(zip.try_clone()?))?;
             single_entry(&mut archive)?;
             Ok(Prepared {
                 module: Some(module),
-                hash,
                 body: Body::Zip(zip),
             })
         }
@@ -452,9 +431,12 @@ mod tests {
         ] {
             let mut f = file_with(body.as_bytes());
             assert_eq!(Kind::sniff(&mut f).unwrap(), Kind::Payload);
+            assert_eq!(
+                fingerprint(&mut f, Kind::Payload, "ignored").unwrap(),
+                blake3::hash(body.as_bytes()).to_hex().to_string()
+            );
             let p = prepare(f, Kind::Payload, &std::env::temp_dir()).unwrap();
             assert_eq!(p.module.as_deref(), Some("orders"));
-            assert_eq!(p.hash, blake3::hash(body.as_bytes()).to_hex().to_string());
             assert_eq!(csv_of(&p), "id\n1\n");
         }
     }
@@ -506,14 +488,15 @@ mod tests {
         }
     }
 
-    /// Zips and CSVs are sniffed and hashed as delivered.
+    /// Zips and CSVs are sniffed, and their fingerprint depends on the module they load as.
     #[test]
     fn zips_and_csvs() {
         let zip = zip_of("x.csv", b"id\n2\n");
         let mut f = file_with(&zip);
         assert_eq!(Kind::sniff(&mut f).unwrap(), Kind::Zip);
+        let hash = fingerprint(&mut f, Kind::Zip, "x").unwrap();
+        assert_ne!(hash, fingerprint(&mut f, Kind::Zip, "y").unwrap());
         let p = prepare(f, Kind::Zip, &std::env::temp_dir()).unwrap();
-        assert_eq!(p.hash, blake3::hash(&zip).to_hex().to_string());
         assert_eq!(csv_of(&p), "id\n2\n");
         let mut f = file_with(b"id\n3\n");
         assert_eq!(Kind::sniff(&mut f).unwrap(), Kind::Csv);

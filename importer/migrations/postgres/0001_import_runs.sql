@@ -18,8 +18,8 @@ CREATE TABLE import_runs (
     error         text
 );
 
--- Duplicate detection: the same bytes for the same tenant and module, already loaded.
-CREATE INDEX import_runs_content ON import_runs (tenant, module, content_hash) WHERE status = 'succeeded';
+-- Duplicate detection: the same content for the same tenant, already loaded.
+CREATE INDEX import_runs_content ON import_runs (tenant, content_hash) WHERE status = 'succeeded';
 
 -- Rows refused by validation, with where they came from and why.
 CREATE TABLE import_rejects (

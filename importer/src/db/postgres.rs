@@ -104,7 +104,12 @@ fn upsert_sql(def: &TypeDef, dedupe: bool) -> String {
 
 impl Pg {
     pub async fn connect(url: &str, jobs: usize) -> Result<Self, DbError> {
-        let options: PgConnectOptions = url.parse().map_err(pg("connection URL"))?;
+        // Staging tables are session-local: give them room in memory instead of temp files.
+        // These are server-side, per-session limits, allocated only as used.
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(pg("connection URL"))?
+            .options([("temp_buffers", "256MB")]);
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(jobs).unwrap_or(u32::MAX).max(1) + 1)
             .acquire_timeout(std::time::Duration::from_secs(30))
@@ -152,15 +157,13 @@ impl Pg {
     pub async fn find_duplicate(
         &self,
         tenant: &str,
-        module: &str,
         hash: &str,
-    ) -> Result<Option<i64>, DbError> {
-        sqlx::query_scalar(
-            "SELECT id FROM import_runs WHERE tenant = $1 AND module = $2 AND content_hash = $3 \
+    ) -> Result<Option<(i64, String)>, DbError> {
+        sqlx::query_as(
+            "SELECT id, module FROM import_runs WHERE tenant = $1 AND content_hash = $2 \
              AND status = 'succeeded' ORDER BY id LIMIT 1",
         )
         .bind(tenant)
-        .bind(module)
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
@@ -278,6 +281,8 @@ async fn staged(
     progress: &Progress,
 ) -> Result<(Counts, RejectLog, u64), LoadError> {
     let cols = column_list(def);
+    // The upsert probes the target once per staged row; let its sorts and hashes stay in memory.
+    exec(conn, "SET LOCAL work_mem = '256MB'").await?;
     exec(
         conn,
         &format!(

@@ -164,15 +164,14 @@ impl Lite {
     pub async fn find_duplicate(
         &self,
         tenant: String,
-        module: String,
         hash: String,
-    ) -> Result<Option<i64>, DbError> {
+    ) -> Result<Option<(i64, String)>, DbError> {
         self.with(move |conn| {
             conn.query_row(
-                "SELECT id FROM import_runs WHERE tenant = ?1 AND module = ?2 AND content_hash = ?3 \
+                "SELECT id, module FROM import_runs WHERE tenant = ?1 AND content_hash = ?2 \
                  AND status = 'succeeded' ORDER BY id LIMIT 1",
-                params![tenant, module, hash],
-                |r| r.get(0),
+                params![tenant, hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(lite("find duplicate"))

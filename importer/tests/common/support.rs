@@ -25,7 +25,10 @@ fn generated_column(j: usize, i: usize) -> (&'static str, String) {
             "timestamp",
             format!("2026-01-01T{:02}:{:02}:00", i % 24, i % 60),
         ),
-        5 => ("bool", if i.is_multiple_of(2) { "true" } else { "no" }.to_string()),
+        5 => (
+            "bool",
+            if i.is_multiple_of(2) { "true" } else { "no" }.to_string(),
+        ),
         6 => ("bigint", format!("{}", (i as i64) << 33)),
         _ => ("float", format!("{}.5", i)),
     }
