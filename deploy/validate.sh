@@ -18,8 +18,8 @@
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
 #             those binaries; each image runs its binary as uid 65532 and is at most
 #             15 MB; the sidecar image accepts the ConfigMap's sidecar.yaml with stand-in
-#             secrets, and the importer image migrates a SQLite database with the
-#             ConfigMap's registry
+#             secrets, gets ready against a fake token server and exits 0 on SIGTERM;
+#             the importer image migrates a SQLite database with the ConfigMap's registry
 #
 # Environment: CARGO_TARGET_DIR (default target/), ENVOY (default .venv/bin/envoy).
 set -uo pipefail
@@ -122,6 +122,7 @@ install_tools() {
     need_apt musl-gcc musl-tools || return 1
     need_apt buildah buildah || return 1
     need_apt readelf binutils || return 1
+    need_apt curl curl || return 1
     need_rust_target "$MUSL" || return 1
   fi
   "$VENV/bin/kubectl" version --client | head -2 | sed 's/^/    /'
@@ -328,6 +329,78 @@ fake_secrets() {
   rm -rf "$OUT/secrets" && "$PY" deploy/fake_secrets.py deploy/k8s/base/config/sidecar.yaml "$OUT/secrets"
 }
 
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+descendants() {
+  local c
+  for c in $(pgrep -P "$1"); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+
+# sidecar_smoke: the sidecar image run as the Deployment runs it (the
+# ConfigMap's sidecar.yaml, secret files where the Secret volume puts them),
+# with every tenant's token_url pointed at a fake token server on loopback:
+# /livez answers, /readyz turns ready once every tenant holds a token, both a
+# client secret and a signed private_key_jwt assertion reached the server,
+# /metrics answers, and SIGTERM ends the process with 0.
+sidecar_smoke() {
+  local fts bp ctr pid p i code rc=0 probes tokens port seen
+  local -a env
+  rm -f "$OUT/fake-token.port"
+  "$PY" deploy/fake_token_server.py --seconds 60 >"$OUT/fake-token.port" &
+  fts=$!
+  for i in $(seq 50); do [[ -s $OUT/fake-token.port ]] && break; sleep 0.1; done
+  port=$(head -1 "$OUT/fake-token.port")
+  probes=$(free_port) tokens=$(free_port)
+  env=(-e "AUTHPROXY__LISTEN__PROBES=127.0.0.1:$probes" -e "AUTHPROXY__LISTEN__TOKENS=127.0.0.1:$tokens")
+  for p in $("$PY" -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["tenants"]))' \
+    deploy/k8s/base/config/sidecar.yaml); do
+    env+=(-e "AUTHPROXY__TENANTS__${p^^}__TOKEN_URL=http://127.0.0.1:$port/token")
+  done
+  ctr=$("${BUILDAH[@]}" from --quiet localhost/auth-proxy-sidecar:validate) || { kill "$fts"; return 1; }
+  "${BUILDAH[@]}" run --isolation chroot "${RUN_OPTS[@]}" "${env[@]}" "$ctr" -- \
+    /usr/local/bin/sidecar --config /etc/authproxy/sidecar.yaml >"$OUT/smoke-sidecar.log" 2>&1 &
+  bp=$!
+  for i in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/readyz")
+    [[ $code == 200 ]] && break
+    sleep 0.1
+  done
+  echo "    /readyz $code after ~$((i / 10))s"
+  [[ $code == 200 ]] || rc=1
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/livez")
+  echo "    /livez $code"
+  [[ $code == 200 ]] || rc=1
+  curl -sf "http://127.0.0.1:$probes/metrics" | grep -q 'tenant=' || { echo "    /metrics has no per-tenant series"; rc=1; }
+  seen=$(curl -s "http://127.0.0.1:$port/seen")
+  echo "    token server saw $seen"
+  "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(0 if d["basic"] and d["assertion"] else 1)' \
+    "$seen" || { echo "    wanted both a client_secret_basic and a private_key_jwt request"; rc=1; }
+  # buildah kills its child on SIGTERM; signal the sidecar itself, as the kubelet would.
+  pid=""
+  for p in $(descendants "$bp"); do
+    [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "/usr/local/bin/sidecar "* ]] && pid=$p
+  done
+  if [[ -n $pid ]]; then
+    kill -TERM "$pid"
+    for i in $(seq 100); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if kill -0 "$bp" 2>/dev/null; then
+    echo "    the sidecar did not exit within 10 s of SIGTERM"
+    kill -KILL "$bp"
+    rc=1
+  fi
+  wait "$bp" || { echo "    the sidecar exited with $? on SIGTERM, want 0"; rc=1; }
+  kill "$fts" 2>/dev/null
+  wait "$fts" 2>/dev/null
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
+  [[ $rc == 0 ]] || tail -5 "$OUT/smoke-sidecar.log" | cut -c1-300 | sed 's/^/      /'
+  return $rc
+}
+
 binaries_and_images() {
   check "sidecar is static" is_static "$BIN/sidecar"
   check "importer is static" is_static "$BIN/importer"
@@ -347,6 +420,7 @@ binaries_and_images() {
   RUN_OPTS=(-v "$ROOT/deploy/k8s/base/config:/etc/authproxy:ro" -v "$OUT/secrets:/var/run/secrets/authproxy:ro")
   check "sidecar --check-config in its image accepts the ConfigMap's sidecar.yaml" \
     image_run sidecar --config /etc/authproxy/sidecar.yaml --check-config
+  check "sidecar image serves: ready with tokens from a fake token server, exits 0 on SIGTERM" sidecar_smoke
   # ... and that check can fail: a secret file gone must be reported.
   rm -f "$OUT"/secrets/*/client_secret
   check "sidecar --check-config in its image rejects a missing secret file" \
