@@ -241,6 +241,15 @@ def check_file(c, path):
                 c.expect("envoy.yaml" in data, where, "must carry envoy.yaml")
             if name.startswith("sidecar-config"):
                 c.expect("sidecar.yaml" in data, where, "must carry sidecar.yaml")
+    # The importer asks the proxy for tenants by id; the sidecar must hold them.
+    importer_cm = next((o for o in docs if o["kind"] == "ConfigMap"
+                        and o["metadata"]["name"] == "importer-config"), None)
+    if importer_cm and path in SIDECAR_CONFIGS:
+        wanted = {t.strip() for t in (importer_cm.get("data") or {}).get("IMPORTER_TENANTS", "").split(",") if t.strip()}
+        known = set((yaml.safe_load(SIDECAR_CONFIGS[path]) or {}).get("tenants") or {})
+        c.expect(wanted, path, "importer-config has no IMPORTER_TENANTS")
+        for t in sorted(wanted - known):
+            c.fail(path, f"IMPORTER_TENANTS names {t!r}, which sidecar.yaml has no credentials for")
     for repo, tags in images.items():
         c.expect(len(tags) == 1, path, f"{repo} is used at several tags: {sorted(tags)}")
     if "Deployment" in kinds:
