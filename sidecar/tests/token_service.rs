@@ -1,0 +1,432 @@
+//! The running sidecar against a fake token server that fails, hangs and
+//! returns garbage: retries and their metrics, the token API and its
+//! long-poll, expiry, upstream-401 feedback, probes and metrics.
+
+#[path = "common/harness.rs"]
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{client, eventually, fetches, metric, Behave, FakeAuth, Running, LISTEN};
+use tokio::time::Instant;
+
+/// A one-tenant config for `fake`, with `refresh` settings.
+fn one_tenant(fake: &FakeAuth, refresh: &str) -> String {
+    format!(
+        "{LISTEN}refresh:\n{refresh}\ntenants:
+  acme:
+    token_url: {url}
+    client_id: acme
+    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+",
+        url = fake.url
+    )
+}
+
+const FAST: &str = "  backoff_initial: 50ms\n  backoff_max: 200ms\n  request_timeout: 300ms";
+
+/// Not JSON, an HTML page, no access_token and token_type mac each count as
+/// a bad_response failure, are retried with backoff, and the sidecar gets a
+/// token once the server recovers.
+#[tokio::test]
+async fn bad_responses_are_retried_until_success() {
+    let fake = FakeAuth::start(Behave::issue(3600)).await;
+    fake.push([
+        Behave::text(200, "application/json", "{not json at all"),
+        Behave::text(
+            200,
+            "text/html",
+            "<html><body><h1>Gateway maintenance</h1></body></html>",
+        ),
+        Behave::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#),
+        Behave::json(
+            200,
+            r#"{"access_token":"mac-token","token_type":"mac","expires_in":3600}"#,
+        ),
+    ]);
+    let sc = Running::start(&one_tenant(&fake, FAST)).await;
+    let entry = sc.wait_token("acme").await;
+    assert_eq!(fake.count(), 5, "four bad answers, then the token");
+    assert_eq!(
+        entry["header"],
+        format!("Bearer {}", fake.tokens()[0]).as_str()
+    );
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "bad_response"), 4.0, "{m}");
+    assert_eq!(fetches(&m, "acme", "success", ""), 1.0);
+    assert_eq!(
+        metric(&m, "authproxy_token_consecutive_failures", "tenant=\"acme\""),
+        Some(0.0)
+    );
+    // Backoff: each retry waits at least half the current step.
+    let seen = fake.seen();
+    for (i, pair) in seen.windows(2).enumerate() {
+        let gap = pair[1].at - pair[0].at;
+        let min = Duration::from_millis((25u64 << i).min(100));
+        assert!(gap >= min, "retry {i} after {gap:?}, expected ≥ {min:?}");
+    }
+    sc.assert_alive();
+    sc.stop().await;
+}
+
+/// 5xx and 429 are transient: retried on the backoff, with a 429's
+/// Retry-After respected, then success.
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_transient() {
+    let fake = FakeAuth::start(Behave::issue(3600)).await;
+    fake.push([
+        Behave::text(500, "text/plain", "boom"),
+        Behave::text(503, "text/plain", "down"),
+        Behave::too_many(1),
+    ]);
+    let sc = Running::start(&one_tenant(&fake, FAST)).await;
+    sc.wait_token("acme").await;
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "http_5xx"), 2.0, "{m}");
+    assert_eq!(fetches(&m, "acme", "failure", "rate_limited"), 1.0, "{m}");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 4);
+    let after_429 = seen[3].at - seen[2].at;
+    assert!(
+        after_429 >= Duration::from_millis(950),
+        "retried {after_429:?} after a 429 with Retry-After: 1"
+    );
+    sc.stop().await;
+}
+
+/// invalid_client is permanent: retried slowly (permanent_retry), not on the
+/// fast transient backoff, while the token API and probes keep working.
+#[tokio::test]
+async fn invalid_client_is_retried_slowly() {
+    let fake = FakeAuth::start(Behave::json(
+        401,
+        r#"{"error":"invalid_client","error_description":"bad secret"}"#,
+    ))
+    .await;
+    let sc = Running::start(&one_tenant(
+        &fake,
+        &format!("{FAST}\n  permanent_retry: 30s"),
+    ))
+    .await;
+    eventually("first attempt", Duration::from_secs(5), || async {
+        fake.count() >= 1
+    })
+    .await;
+    // The transient backoff would have retried ~10 times in this window.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.count(), 1, "permanent failure must not be hammered");
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "invalid_client"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "authproxy_token_consecutive_failures", "tenant=\"acme\""),
+        Some(1.0)
+    );
+    assert!(sc.entry("acme").await.is_null());
+    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(sc.status("/livez").await, 200);
+    sc.assert_alive();
+    sc.stop().await;
+}
+
+/// A token server that never answers times out after request_timeout and
+/// is retried.
+#[tokio::test]
+async fn hanging_server_times_out_and_is_retried() {
+    let fake = FakeAuth::start(Behave::issue(3600)).await;
+    fake.push([Behave::Hang]);
+    let started = Instant::now();
+    let sc = Running::start(&one_tenant(&fake, FAST)).await;
+    sc.wait_token("acme").await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "got a token after {elapsed:?}, before the timeout"
+    );
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "timeout"), 1.0, "{m}");
+    assert_eq!(fake.count(), 2);
+    sc.stop().await;
+}
+
+/// `GET /v1/tokens` carries the snapshot version and, per tenant, the
+/// ready-made header, its expiry and its version; a token response without
+/// expires_in gets refresh.default_lifetime.
+#[tokio::test]
+async fn token_api_shape_and_default_lifetime() {
+    let fake = FakeAuth::start(Behave::Issue { expires_in: None }).await;
+    let sc = Running::start(&one_tenant(
+        &fake,
+        "  default_lifetime: 120s\n  expiry_margin: 10s",
+    ))
+    .await;
+    sc.wait_token("acme").await;
+    let snap = sc.snapshot().await;
+    let top = snap["version"].as_u64().expect("version");
+    let e = &snap["tenants"]["acme"];
+    assert_eq!(e["header"], format!("Bearer {}", fake.tokens()[0]).as_str());
+    assert!(e["version"].as_u64().unwrap() <= top);
+    let answered = fake.seen()[0].answered_wall.unwrap();
+    let answered_ms = answered.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let expires = e["expires_at_ms"].as_i64().expect("expires_at_ms");
+    // 120 s lifetime less the 10 s margin, from about when it was issued.
+    let expected = answered_ms + 110_000;
+    assert!(
+        (expires - expected).abs() < 2_000,
+        "expires_at_ms {expires}, expected about {expected}"
+    );
+    sc.stop().await;
+}
+
+/// A long-poll with no change answers 204 after about wait_ms; one waiting
+/// for a change answers within 100 ms of the token server's response.
+#[tokio::test]
+async fn long_poll_waits_and_wakes_promptly() {
+    let fake = FakeAuth::start(Behave::issue(3600)).await;
+    let sc = Running::start(&one_tenant(&fake, "  rejection_min_interval: 1ms")).await;
+    let entry = sc.wait_token("acme").await;
+    let v = sc.snapshot().await["version"].as_u64().unwrap();
+    let http = client();
+    let t0 = Instant::now();
+    let r = http
+        .get(sc.tokens_url(&format!("/v1/tokens?after={v}&wait_ms=300")))
+        .send()
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(r.status(), 204);
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_millis(1500),
+        "204 after {waited:?}"
+    );
+    // An `after` that is not current answers at once.
+    let t0 = Instant::now();
+    let r = http
+        .get(sc.tokens_url(&format!("/v1/tokens?after={}&wait_ms=5000", v - 1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t0.elapsed() < Duration::from_millis(500));
+
+    for round in 0..5 {
+        let v = sc.snapshot().await["version"].as_u64().unwrap();
+        let tv = sc.entry("acme").await["version"].as_u64().unwrap();
+        let poll = http
+            .get(sc.tokens_url(&format!("/v1/tokens?after={v}&wait_ms=10000")))
+            .send();
+        let poll = tokio::spawn(poll);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = fake.count();
+        assert_eq!(sc.reject("acme", tv).await, 202);
+        let r = poll.await.unwrap().unwrap();
+        let returned = Instant::now();
+        assert_eq!(r.status(), 200, "round {round}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["version"].as_u64().unwrap() > v);
+        assert_eq!(fake.count(), before + 1);
+        let answered = fake.seen()[before].answered.unwrap();
+        let lag = returned - answered;
+        assert!(
+            lag <= Duration::from_millis(100),
+            "round {round}: long-poll returned {lag:?} after the token response"
+        );
+    }
+    let _ = entry;
+    sc.stop().await;
+}
+
+/// A token is never served past its expiry: with a 2 s token, a 500 ms
+/// margin and a failing server, the tenant turns null before the real
+/// expiry and stays null, readiness drops, and no response ever carries a
+/// token past its real expiry.
+#[tokio::test]
+async fn expired_token_is_never_served() {
+    let fake = FakeAuth::start(Behave::text(500, "text/plain", "down")).await;
+    fake.push([Behave::issue(2)]);
+    let sc = Running::start(&one_tenant(
+        &fake,
+        "  expiry_margin: 500ms\n  backoff_initial: 100ms\n  backoff_max: 200ms",
+    ))
+    .await;
+    sc.wait_token("acme").await;
+    let issued = fake.seen()[0].answered_wall.unwrap();
+    let real_expiry = issued + Duration::from_secs(2);
+    let mut went_null_at = None;
+    while SystemTime::now() < real_expiry + Duration::from_millis(700) {
+        let asked = SystemTime::now();
+        let e = sc.entry("acme").await;
+        if e.is_null() {
+            went_null_at.get_or_insert(asked);
+        } else {
+            assert!(
+                went_null_at.is_none(),
+                "a token came back after the tenant went null"
+            );
+            assert!(asked < real_expiry, "served a token past its real expiry");
+            let until = UNIX_EPOCH + Duration::from_millis(e["expires_at_ms"].as_u64().unwrap());
+            assert!(until < real_expiry, "expires_at_ms is past the real expiry");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let went_null_at = went_null_at.expect("the tenant went null");
+    assert!(
+        went_null_at < real_expiry,
+        "still served at the real expiry"
+    );
+    assert_eq!(sc.status("/readyz").await, 503);
+    let m = sc.metrics().await;
+    assert_eq!(
+        metric(&m, "authproxy_token_valid", "tenant=\"acme\""),
+        Some(0.0)
+    );
+    assert!(fetches(&m, "acme", "failure", "http_5xx") >= 1.0);
+    sc.stop().await;
+}
+
+/// Upstream 401 feedback: a burst of 20 reports for the current token
+/// causes exactly one refresh; a report for the new token within
+/// rejection_min_interval none; a stale version never; the current one
+/// after the interval one more. Unknown tenants get 404, bad queries 400.
+#[tokio::test]
+async fn rejection_feedback_is_single_flight_and_rate_limited() {
+    let fake = FakeAuth::start(Behave::issue(3600)).await;
+    let sc = Running::start(&one_tenant(&fake, "  rejection_min_interval: 2s")).await;
+    let v1 = sc.wait_token("acme").await["version"].as_u64().unwrap();
+    assert_eq!(fake.count(), 1);
+    let forced_at = Instant::now();
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let url = sc.tokens_url(&format!("/v1/tenants/acme/rejected?version={v1}"));
+            tokio::spawn(async move { client().post(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.await.unwrap(), 202);
+    }
+    let v2 = sc.wait_new_token("acme", v1).await["version"]
+        .as_u64()
+        .unwrap();
+    // The current token, again, inside the interval: rate-limited.
+    assert_eq!(sc.reject("acme", v2).await, 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.count(), 2, "a burst of 20 must refresh once");
+    // After the interval, a stale version still does nothing...
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(forced_at.elapsed())).await;
+    assert_eq!(sc.reject("acme", v1).await, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(), 2, "a stale version must not refresh");
+    // ...and the current one refreshes.
+    assert_eq!(sc.reject("acme", v2).await, 202);
+    sc.wait_new_token("acme", v2).await;
+    assert_eq!(fake.count(), 3);
+    let m = sc.metrics().await;
+    assert_eq!(
+        metric(&m, "authproxy_forced_refreshes_total", "tenant=\"acme\""),
+        Some(2.0)
+    );
+
+    let http = client();
+    let r = http
+        .post(sc.tokens_url("/v1/tenants/nobody/rejected?version=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_tenant");
+    for bad in [
+        "/v1/tenants/acme/rejected?version=abc",
+        "/v1/tenants/acme/rejected",
+    ] {
+        let r = http.post(sc.tokens_url(bad)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = r.json().await.expect("JSON error body");
+        assert_eq!(body["error"], "bad_request", "{bad}");
+    }
+    let r = http
+        .get(sc.tokens_url("/v1/tokens?after=xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("JSON error body");
+    assert_eq!(body["error"], "bad_request");
+    sc.stop().await;
+}
+
+/// /livez is always 200; /readyz is 503 until every required tenant holds a
+/// token, and a failing optional tenant does not block it; /metrics has
+/// every per-tenant family for every tenant.
+#[tokio::test]
+async fn probes_and_metrics() {
+    let required = FakeAuth::start(Behave::text(503, "text/plain", "down")).await;
+    let optional = FakeAuth::start(Behave::text(500, "text/plain", "down")).await;
+    let sc = Running::start(&format!(
+        "{LISTEN}refresh:\n{FAST}\ntenants:
+  main:
+    token_url: {r}
+    client_id: main
+    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+  extra:
+    token_url: {o}
+    client_id: extra
+    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+    required: false
+",
+        r = required.url,
+        o = optional.url
+    ))
+    .await;
+    assert_eq!(sc.status("/livez").await, 200);
+    eventually("a few failed attempts", Duration::from_secs(5), || async {
+        required.count() >= 2
+    })
+    .await;
+    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(sc.status("/livez").await, 200);
+    required.set_default(Behave::issue(3600));
+    eventually("ready once the required tenant has a token", Duration::from_secs(5), || async {
+        sc.status("/readyz").await == 200
+    })
+    .await;
+    assert!(sc.entry("extra").await.is_null());
+    assert!(optional.count() >= 2);
+
+    let m = sc.metrics().await;
+    for family in [
+        "authproxy_token_seconds_to_expiry",
+        "authproxy_token_valid",
+        "authproxy_token_consecutive_failures",
+        "authproxy_token_last_success_timestamp_seconds",
+        "authproxy_upstream_rejections_total",
+        "authproxy_forced_refreshes_total",
+    ] {
+        assert!(m.contains(&format!("# TYPE {family} ")), "{family} TYPE\n{m}");
+        for t in ["main", "extra"] {
+            assert!(
+                metric(&m, family, &format!("tenant=\"{t}\"")).is_some(),
+                "{family} for {t}\n{m}"
+            );
+        }
+    }
+    assert!(m.contains("# TYPE authproxy_token_fetches_total counter"));
+    assert_eq!(fetches(&m, "main", "success", ""), 1.0);
+    assert!(fetches(&m, "main", "failure", "http_5xx") >= 2.0);
+    assert_eq!(fetches(&m, "extra", "success", ""), 0.0);
+    assert!(fetches(&m, "extra", "failure", "http_5xx") >= 2.0);
+    assert_eq!(metric(&m, "authproxy_token_valid", "tenant=\"main\""), Some(1.0));
+    assert_eq!(metric(&m, "authproxy_token_valid", "tenant=\"extra\""), Some(0.0));
+    let ttl = metric(&m, "authproxy_token_seconds_to_expiry", "tenant=\"main\"").unwrap();
+    assert!(ttl > 3000.0 && ttl <= 3600.0, "seconds to expiry {ttl}");
+    let last = metric(
+        &m,
+        "authproxy_token_last_success_timestamp_seconds",
+        "tenant=\"main\"",
+    )
+    .unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - last).abs() < 30.0, "last success {last}, now {now}");
+    assert!(metric(&m, "authproxy_token_consecutive_failures", "tenant=\"extra\"").unwrap() >= 2.0);
+    sc.stop().await;
+}
