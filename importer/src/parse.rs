@@ -10,7 +10,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, Write};
 
 use csv::ByteRecord;
 
-use crate::registry::{normalize_header, TypeDef};
+use crate::registry::{normalize_header, ColumnType, TypeDef};
 use crate::value::{parse_field, Field};
 
 /// Receives accepted rows, field by field, in registry column order.
@@ -45,6 +45,78 @@ pub struct Counts {
     pub read: u64,
     pub loaded: u64,
     pub rejected: u64,
+    /// The loaded rows' natural keys were strictly ascending, which proves the file repeats no
+    /// key. Only decided for key types whose text form is canonical (ints, text, dates, bools).
+    pub keys_ascending: bool,
+}
+
+/// Tracks whether natural keys arrive strictly ascending, in O(1) memory: each key is encoded
+/// order-preservingly and compared with the previous one.
+struct KeyOrder {
+    is_key: Vec<bool>,
+    tracking: bool,
+    prev: Vec<u8>,
+    cur: Vec<u8>,
+    first: bool,
+}
+
+impl KeyOrder {
+    fn new(def: &TypeDef) -> Self {
+        let is_key: Vec<bool> = (0..def.columns.len())
+            .map(|i| def.key.contains(&i))
+            .collect();
+        let canonical = def.key.iter().all(|&i| {
+            matches!(
+                def.columns[i].ty,
+                ColumnType::Int
+                    | ColumnType::BigInt
+                    | ColumnType::Text
+                    | ColumnType::Date
+                    | ColumnType::Bool
+            )
+        });
+        Self {
+            is_key,
+            tracking: canonical,
+            prev: Vec::new(),
+            cur: Vec::new(),
+            first: true,
+        }
+    }
+
+    fn push(&mut self, column: usize, field: &Field<'_>) {
+        if !self.tracking || !self.is_key[column] {
+            return;
+        }
+        match field {
+            Field::Int(v) => self
+                .cur
+                .extend_from_slice(&((*v as u64) ^ (1 << 63)).to_be_bytes()),
+            Field::Bool(v) => self.cur.push(u8::from(*v)),
+            // Validated text has no NUL, so the terminator keeps prefixes ordered first.
+            Field::Text(t) | Field::Plain(t) => {
+                self.cur.extend_from_slice(t.as_bytes());
+                self.cur.push(0);
+            }
+            _ => self.tracking = false,
+        }
+    }
+
+    fn row_rejected(&mut self) {
+        self.cur.clear();
+    }
+
+    fn row_loaded(&mut self) {
+        if !self.tracking {
+            return;
+        }
+        if !self.first && self.cur <= self.prev {
+            self.tracking = false;
+        }
+        self.first = false;
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.cur.clear();
+    }
 }
 
 /// One rejected row.
@@ -242,6 +314,7 @@ pub fn parse_csv<R: Read, S: RowSink>(
     }
     let source = map_header(def, &rec)?;
     let width = rec.len();
+    let mut order = KeyOrder::new(def);
     let mut since_progress = 0u64;
     'rows: while rdr
         .read_byte_record(&mut rec)
@@ -266,15 +339,19 @@ pub fn parse_csv<R: Read, S: RowSink>(
             continue;
         }
         sink.begin(line);
-        for (col, src) in def.columns.iter().zip(&source) {
+        for (ci, (col, src)) in def.columns.iter().zip(&source).enumerate() {
             let field = match src {
                 Some(i) => parse_field(col.ty, col.required, &rec[*i]),
                 None => Ok(Field::Null),
             };
             match field {
-                Ok(f) => sink.field(f),
+                Ok(f) => {
+                    order.push(ci, &f);
+                    sink.field(f);
+                }
                 Err(reason) => {
                     sink.rollback();
+                    order.row_rejected();
                     let reject = Reject {
                         line,
                         column: Some(col.name.clone()),
@@ -288,9 +365,11 @@ pub fn parse_csv<R: Read, S: RowSink>(
             }
         }
         sink.end().map_err(ParseError::Sink)?;
+        order.row_loaded();
         counts.loaded += 1;
     }
     progress(since_progress);
+    counts.keys_ascending = order.tracking;
     Ok(counts)
 }
 
@@ -442,7 +521,8 @@ mod tests {
             Counts {
                 read: 3,
                 loaded: 3,
-                rejected: 0
+                rejected: 0,
+                keys_ascending: true,
             }
         );
         assert!(rejects.is_empty());
@@ -459,7 +539,8 @@ mod tests {
             Counts {
                 read: 6,
                 loaded: 2,
-                rejected: 4
+                rejected: 4,
+                keys_ascending: true,
             }
         );
         assert_eq!(rejects[0].line, 3);
@@ -475,8 +556,21 @@ mod tests {
     /// An empty file and a header-only file load nothing and fail nothing.
     #[test]
     fn empty_and_header_only() {
-        assert_eq!(encode("").unwrap().1, Counts::default());
-        assert_eq!(encode("id,name\r\n").unwrap().1, Counts::default());
+        for csv in ["", "id,name\r\n"] {
+            let c = encode(csv).unwrap().1;
+            assert_eq!((c.read, c.loaded, c.rejected), (0, 0, 0));
+        }
+    }
+
+    /// Keys are reported ascending only when every loaded key is greater than the one before.
+    #[test]
+    fn key_order() {
+        let asc = |csv: &str| encode(csv).unwrap().1.keys_ascending;
+        assert!(asc("id\n-5\n1\n2\n10\n"));
+        assert!(asc("id\n1\nx\n2\n"), "a rejected row doesn't count");
+        assert!(!asc("id\n1\n2\n2\n"));
+        assert!(!asc("id\n10\n9\n"));
+        assert!(!asc("id\n1\n3\n2\n4\n"));
     }
 
     /// Unknown, repeated or missing-required headers refuse the file.

@@ -68,37 +68,59 @@ pub fn table_ddl(def: &TypeDef) -> Vec<String> {
     ddl
 }
 
-/// The upsert from the staging table. `dedupe` keeps only the last line of each key.
+/// The upsert from the staging table: a join against the target finds the new and changed
+/// rows, and only those reach `ON CONFLICT`, so unchanged rows are neither written nor locked.
+/// `dedupe` first keeps the last line of each key; it is needed unless the file's keys were
+/// strictly ascending (no key repeats).
 fn upsert_sql(def: &TypeDef, dedupe: bool) -> String {
     let cols = column_list(def);
     let keys = key_list(def);
-    let select = if dedupe {
+    let staged = if dedupe {
         format!(
-            "SELECT DISTINCT ON ({keys}) {cols} FROM importer_stage ORDER BY {keys}, {LINE_COLUMN} DESC"
+            "(SELECT DISTINCT ON ({keys}) * FROM importer_stage ORDER BY {keys}, {LINE_COLUMN} DESC)"
         )
     } else {
-        format!("SELECT {cols} FROM importer_stage")
+        "importer_stage".to_string()
     };
+    let scols: Vec<String> = column_list(def)
+        .split(", ")
+        .map(|c| format!("s.{c}"))
+        .collect();
+    let join: Vec<String> = std::iter::once(TENANT_COLUMN)
+        .chain(def.key_names())
+        .map(|k| format!("o.{k} = s.{k}"))
+        .collect();
     let rest: Vec<&str> = def
         .non_key()
         .map(|i| def.columns[i].name.as_str())
         .collect();
-    let action = if rest.is_empty() {
-        "NOTHING".to_string()
+    let list = |prefix: &str| -> String {
+        rest.iter()
+            .map(|c| format!("{prefix}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (changed, action) = if rest.is_empty() {
+        (String::new(), "NOTHING".to_string())
     } else {
         let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-        let old: Vec<String> = rest.iter().map(|c| format!("t.{c}")).collect();
-        let new: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{c}")).collect();
-        format!(
-            "UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
-            set.join(", "),
-            old.join(", "),
-            new.join(", ")
+        (
+            format!(" OR ({}) IS DISTINCT FROM ({})", list("o"), list("s")),
+            format!(
+                "UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                set.join(", "),
+                list("t"),
+                list("EXCLUDED")
+            ),
         )
     };
     format!(
-        "INSERT INTO {} AS t ({cols}) {select} ON CONFLICT ({keys}) DO {action}",
-        def.table
+        "INSERT INTO {table} AS t ({cols}) SELECT {scols} FROM {staged} s \
+         LEFT JOIN {table} o ON {join} WHERE o.{TENANT_COLUMN} IS NULL{changed} \
+         ON CONFLICT ({keys}) DO {action}",
+        table = def.table,
+        scols = scols.join(", "),
+        join = join.join(" AND "),
     )
 }
 
@@ -294,23 +316,11 @@ async fn staged(
     .await?;
     let sql = format!("COPY importer_stage ({LINE_COLUMN}, {cols}) FROM STDIN");
     let (counts, rejects, _) = copy_file(conn, &sql, true, def, tenant, source, progress).await?;
-    exec(conn, "SAVEPOINT importer_upsert").await?;
-    let written = match sqlx::query(&upsert_sql(def, false))
+    let written = sqlx::query(&upsert_sql(def, !counts.keys_ascending))
         .execute(&mut *conn)
         .await
-    {
-        Ok(r) => r.rows_affected(),
-        // "ON CONFLICT DO UPDATE command cannot affect row a second time": repeated keys.
-        Err(e) if code(&e).as_deref() == Some("21000") => {
-            exec(conn, "ROLLBACK TO SAVEPOINT importer_upsert").await?;
-            sqlx::query(&upsert_sql(def, true))
-                .execute(&mut *conn)
-                .await
-                .map_err(pg(format!("upsert into {}", def.table)))?
-                .rows_affected()
-        }
-        Err(e) => return Err(pg(format!("upsert into {}", def.table))(e).into()),
-    };
+        .map_err(pg(format!("upsert into {}", def.table)))?
+        .rows_affected();
     exec(conn, "DROP TABLE importer_stage").await?;
     Ok((counts, rejects, written))
 }
@@ -459,7 +469,8 @@ mod tests {
         );
         assert_eq!(
             upsert_sql(def, false),
-            "INSERT INTO m AS t (tenant_id, id, v) SELECT tenant_id, id, v FROM importer_stage \
+            "INSERT INTO m AS t (tenant_id, id, v) SELECT s.tenant_id, s.id, s.v FROM importer_stage s \
+             LEFT JOIN m o ON o.tenant_id = s.tenant_id AND o.id = s.id WHERE o.tenant_id IS NULL OR (o.v) IS DISTINCT FROM (s.v) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET v = EXCLUDED.v WHERE (t.v) IS DISTINCT FROM (EXCLUDED.v)"
         );
         assert!(upsert_sql(def, true).contains("DISTINCT ON (tenant_id, id)"));

@@ -46,16 +46,27 @@ fn table_ddl(def: &TypeDef) -> String {
         let null = if c.required { " NOT NULL" } else { "" };
         cols.push(format!("{} {}{null}", c.name, c.ty.sqlite_type()));
     }
+    // WITHOUT ROWID: rows live in the primary-key B-tree, one tree to write instead of two.
     format!(
-        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({})) WITHOUT ROWID",
         def.table,
         cols.join(", "),
         key_list(def)
     )
 }
 
-fn upsert_sql(def: &TypeDef) -> String {
+/// The upsert from the staging table. `dedupe` keeps only the last line of each key, so a key
+/// repeated in the file is written once, with its last value.
+fn upsert_sql(def: &TypeDef, dedupe: bool) -> String {
     let cols = column_list(def);
+    let filter = if dedupe {
+        format!(
+            "{LINE_COLUMN} IN (SELECT max({LINE_COLUMN}) FROM temp.importer_stage GROUP BY {})",
+            key_list(def)
+        )
+    } else {
+        "true".to_string()
+    };
     let rest: Vec<&str> = def
         .non_key()
         .map(|i| def.columns[i].name.as_str())
@@ -75,7 +86,7 @@ fn upsert_sql(def: &TypeDef) -> String {
     };
     // Applied in line order, so the last occurrence of a repeated key wins.
     format!(
-        "INSERT INTO {} ({cols}) SELECT {cols} FROM temp.importer_stage WHERE true \
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM temp.importer_stage WHERE {filter} \
          ORDER BY {LINE_COLUMN} ON CONFLICT ({}) DO {action}",
         def.table,
         key_list(def)
@@ -305,7 +316,7 @@ fn load(
             );
             let (counts, rejects, _) = insert_file(&sp, &sql, true, def, tenant, source, progress)?;
             let written = sp
-                .execute(&upsert_sql(def), [])
+                .execute(&upsert_sql(def, !counts.keys_ascending), [])
                 .map_err(lite(format!("upsert into {table}")))? as u64;
             sp.execute_batch("DROP TABLE temp.importer_stage")
                 .map_err(lite("drop staging table"))?;
@@ -505,9 +516,12 @@ mod tests {
         let def = r.get("m").unwrap();
         assert_eq!(
             table_ddl(def),
-            "CREATE TABLE IF NOT EXISTS m (tenant_id TEXT NOT NULL, id INTEGER NOT NULL, v TEXT, PRIMARY KEY (tenant_id, id))"
+            "CREATE TABLE IF NOT EXISTS m (tenant_id TEXT NOT NULL, id INTEGER NOT NULL, v TEXT, PRIMARY KEY (tenant_id, id)) WITHOUT ROWID"
         );
-        let sql = upsert_sql(def);
+        let sql = upsert_sql(def, false);
+        assert!(upsert_sql(def, true).contains(
+            "IN (SELECT max(importer_line) FROM temp.importer_stage GROUP BY tenant_id, id)"
+        ));
         assert!(sql.contains("ORDER BY importer_line ON CONFLICT (tenant_id, id)"));
         assert!(sql.ends_with("WHERE (m.v) IS NOT (excluded.v)"));
     }

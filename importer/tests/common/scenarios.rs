@@ -396,6 +396,29 @@ pub async fn duplicate_keys_last_wins(s: &Scratch, b: &Backend) {
         status(b).await,
         vec![vec!["1", "fourth"], vec!["2", "only"]]
     );
+    // The last occurrence equals what is stored and an earlier one differs: nothing changes.
+    let csv3 = format!(
+        "{ORDERS_HEADER}1,10,2026-11-01,interim,EUR,1.00,\n1,10,2026-11-01,fourth,EUR,1.00,\n"
+    );
+    let f3 = s.file("dups3.csv", csv3);
+    let r = importer(
+        s,
+        b,
+        &[
+            "load",
+            f3.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+        ],
+    )
+    .await;
+    assert_eq!(counts(&r), (2, 2, 0, 0));
+    assert_eq!(
+        status(b).await,
+        vec![vec!["1", "fourth"], vec!["2", "only"]]
+    );
 }
 
 pub async fn many_generated_types(s: &Scratch, b: &Backend) {
