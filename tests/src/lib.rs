@@ -94,14 +94,25 @@ impl Stack {
         req.send().await.expect("request through envoy")
     }
 
-    /// Waits until requests as `tenant` get through with a token.
+    /// Waits until requests as `tenant` get through with a token on every
+    /// Envoy worker: each worker's VM loads the snapshot on its own tick, so
+    /// one success proves only one worker ready. Every request is a new
+    /// connection, spread over the workers by the kernel, so 20 successes in
+    /// a row leave a chance of about 2^-19 that a worker was never asked.
     pub async fn wait_for_token(&self, tenant: &str) {
+        self.wait_for_token_as(Some(tenant)).await
+    }
+
+    /// Like [`Stack::wait_for_token`], sending `tenant` (none: the default).
+    pub async fn wait_for_token_as(&self, tenant: Option<&str>) {
+        let streak = std::cell::Cell::new(0);
         eventually(
             Duration::from_secs(20),
-            "a token to be injected",
+            "a token on every worker",
             || async {
-                let r = self.get("/ping", Some(tenant)).await;
-                (r.status() == 200).then_some(())
+                let ok = self.get("/ping", tenant).await.status() == 200;
+                streak.set(if ok { streak.get() + 1 } else { 0 });
+                (streak.get() >= 20).then_some(())
             },
         )
         .await;

@@ -125,11 +125,7 @@ async fn refuses_bad_tenants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn default_tenant() {
     let stack = Stack::builder().default_tenant("globex").start().await;
-    eventually(Duration::from_secs(20), "default tenant token", || async {
-        let r = stack.get("/", None).await;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    stack.wait_for_token_as(None).await;
     let body = json(stack.get("/", None).await).await;
     assert!(body["authorization"]
         .as_str()
