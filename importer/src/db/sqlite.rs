@@ -100,8 +100,6 @@ impl Lite {
             let conn = Connection::open(&path).map_err(lite(format!("open {}", path.display())))?;
             conn.busy_timeout(std::time::Duration::from_secs(30))
                 .map_err(lite("busy_timeout"))?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(lite("journal_mode"))?;
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(lite("synchronous"))?;
             conn.pragma_update(None, "foreign_keys", "ON")
