@@ -441,9 +441,40 @@ binaries_and_images() {
   RUN_OPTS=()
 }
 
+# build_context NAME: what `docker build -f deploy/docker/NAME.Dockerfile .`
+# would send, through that Dockerfile's .dockerignore (buildah honours it the
+# same way): every workspace member's manifest and sources, the lock file and
+# the migrations; never target/, .git, .venv, .state or deploy/.
+build_context() {
+  local name=$1 img=localhost/context-$1:validate ctr mnt rc=0 p kb
+  printf 'FROM scratch\nCOPY . /ctx/\n' >"$OUT/context.Containerfile"
+  "${BUILDAH[@]}" build --quiet --isolation chroot --ignorefile "deploy/docker/$name.Dockerfile.dockerignore" \
+    -f "$OUT/context.Containerfile" -t "$img" . >/dev/null || return 1
+  ctr=$("${BUILDAH[@]}" from --quiet "$img") && mnt=$("${BUILDAH[@]}" mount "$ctr") || return 1
+  for p in Cargo.toml Cargo.lock importer/migrations $("$PY" -c '
+import tomllib
+for m in tomllib.load(open("Cargo.toml", "rb"))["workspace"]["members"]:
+    print(f"{m}/Cargo.toml {m}/src")'); do
+    [[ -e $mnt/ctx/$p ]] || { echo "    $name build context lacks $p"; rc=1; }
+  done
+  for p in target .git .venv .state deploy; do
+    [[ ! -e $mnt/ctx/$p ]] || { echo "    $name build context includes $p"; rc=1; }
+  done
+  kb=$(du -sk "$mnt/ctx" | cut -f1)
+  echo "    $name build context: ${kb} KiB"
+  ((kb < 20000)) || { echo "    $name build context is over 20 MB"; rc=1; }
+  "${BUILDAH[@]}" umount "$ctr" >/dev/null
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
+  "${BUILDAH[@]}" rmi -f "$img" >/dev/null
+  return $rc
+}
+
 if [[ $FAST == 1 ]]; then
-  say "binaries and images: SKIPPED (DEPLOY_FAST=1)"
+  say "build contexts, binaries and images: SKIPPED (DEPLOY_FAST=1)"
 else
+  for name in sidecar importer envoy; do
+    check "$name.Dockerfile.dockerignore sends the workspace sources, not target/ or .git" build_context "$name"
+  done
   say "static musl binaries"
   # Binaries and images are checked only after a successful build, so a stale
   # binary from an earlier build can never pass for the current sources.

@@ -14,9 +14,10 @@ ARG RUST_VERSION=1.95
 ARG BIN_FROM=build
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
-# musl-tools: ring (via rustls) compiles C and needs musl-gcc.
+# The rust slim image already has ca-certificates (copied into the final
+# stage below). musl-tools: ring (via rustls) compiles C and needs musl-gcc.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 ca-certificates=20230311+deb12u1 \
+ && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
