@@ -50,15 +50,26 @@ fn run(path: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
 fn bad_configs_exit_64_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let secret = write(dir.path(), "secret", "s3cret");
-    let bad_pem = write(dir.path(), "bad.pem", "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n");
+    let bad_pem = write(
+        dir.path(),
+        "bad.pem",
+        "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n",
+    );
     let good = write(dir.path(), "good.yaml", &good_tenant(&secret));
 
     let (code, stdout, stderr) = run(&good, &["--check-config"], &[]);
     assert_eq!(code, 0, "good config: {stderr}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
 
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
-        ("missing file", dir.path().join("nope.yaml").display().to_string(), vec![], "nope.yaml"),
+    // (what, config path, environment, what stderr must name)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "missing file",
+            dir.path().join("nope.yaml").display().to_string(),
+            vec![],
+            "nope.yaml",
+        ),
         (
             "YAML syntax error",
             write(dir.path(), "syntax.yaml", "tenants: [unclosed\n  - {\n"),
@@ -193,7 +204,11 @@ impl Proc {
                     return (addr("tokens"), addr("probes"));
                 }
             }
-            assert!(Instant::now() < deadline, "no listening line: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no listening line: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -364,7 +379,10 @@ tenants:
             j = jwt.url
         ),
     );
-    let mut p = Proc::spawn(&config, &[("RUST_LOG", "debug"), ("LOGTEST_SECRET", env_secret)]);
+    let mut p = Proc::spawn(
+        &config,
+        &[("RUST_LOG", "debug"), ("LOGTEST_SECRET", env_secret)],
+    );
     let (tokens, probes) = p.addrs().await;
     let http = client();
     eventually("ready", Duration::from_secs(15), || {
@@ -388,14 +406,18 @@ tenants:
         .await
         .unwrap();
     let jv = snap["tenants"]["jwt"]["version"].as_u64().unwrap();
-    http.post(format!("http://{tokens}/v1/tenants/jwt/rejected?version={jv}"))
-        .send()
-        .await
-        .unwrap();
-    http.post(format!("http://{tokens}/v1/tenants/jwt/rejected?version=zz"))
-        .send()
-        .await
-        .unwrap();
+    http.post(format!(
+        "http://{tokens}/v1/tenants/jwt/rejected?version={jv}"
+    ))
+    .send()
+    .await
+    .unwrap();
+    http.post(format!(
+        "http://{tokens}/v1/tenants/jwt/rejected?version=zz"
+    ))
+    .send()
+    .await
+    .unwrap();
     eventually("forced jwt refresh", Duration::from_secs(10), || async {
         jwt.tokens().len() >= 2
     })

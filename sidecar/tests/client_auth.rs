@@ -131,7 +131,11 @@ async fn client_secret_basic_sends_basic_auth_and_extras() {
     assert_eq!(unescape(user), "my client:1");
     assert_eq!(unescape(pass), secret);
     assert_eq!(req.param("grant_type"), Some("client_credentials"));
-    assert_eq!(req.param("client_secret"), None, "secret must not be in the form");
+    assert_eq!(
+        req.param("client_secret"),
+        None,
+        "secret must not be in the form"
+    );
     assert_eq!(req.param("scope"), Some("read write"));
     assert_eq!(req.param("audience"), Some("https://api.example"));
     assert_eq!(req.param("resource"), Some("https://api.example/v2"));
@@ -194,7 +198,10 @@ async fn private_key_jwt(alg_name: &str, alg: Algorithm, (private, public): (Str
     ))
     .await;
     let first = sc.wait_token("gamma").await;
-    assert_eq!(sc.reject("gamma", first["version"].as_u64().unwrap()).await, 202);
+    assert_eq!(
+        sc.reject("gamma", first["version"].as_u64().unwrap()).await,
+        202
+    );
     sc.wait_new_token("gamma", first["version"].as_u64().unwrap())
         .await;
     let seen = fake.seen();
@@ -308,7 +315,10 @@ async fn secret_file_rotation_needs_no_restart() {
     let seen = fake.seen();
     assert_eq!(seen[0].param("client_secret"), Some("old-secret"));
     assert_eq!(seen[1].param("client_secret"), Some("new-secret"));
-    assert_eq!(second["header"], format!("Bearer {}", fake.tokens()[1]).as_str());
+    assert_eq!(
+        second["header"],
+        format!("Bearer {}", fake.tokens()[1]).as_str()
+    );
     sc.stop().await;
 }
 

@@ -55,7 +55,11 @@ async fn bad_responses_are_retried_until_success() {
     assert_eq!(fetches(&m, "acme", "failure", "bad_response"), 4.0, "{m}");
     assert_eq!(fetches(&m, "acme", "success", ""), 1.0);
     assert_eq!(
-        metric(&m, "authproxy_token_consecutive_failures", "tenant=\"acme\""),
+        metric(
+            &m,
+            "authproxy_token_consecutive_failures",
+            "tenant=\"acme\""
+        ),
         Some(0.0)
     );
     // Backoff: each retry waits at least half the current step.
@@ -118,7 +122,11 @@ async fn invalid_client_is_retried_slowly() {
     let m = sc.metrics().await;
     assert_eq!(fetches(&m, "acme", "failure", "invalid_client"), 1.0, "{m}");
     assert_eq!(
-        metric(&m, "authproxy_token_consecutive_failures", "tenant=\"acme\""),
+        metric(
+            &m,
+            "authproxy_token_consecutive_failures",
+            "tenant=\"acme\""
+        ),
         Some(1.0)
     );
     assert!(sc.entry("acme").await.is_null());
@@ -386,9 +394,11 @@ async fn probes_and_metrics() {
     assert_eq!(sc.status("/readyz").await, 503);
     assert_eq!(sc.status("/livez").await, 200);
     required.set_default(Behave::issue(3600));
-    eventually("ready once the required tenant has a token", Duration::from_secs(5), || async {
-        sc.status("/readyz").await == 200
-    })
+    eventually(
+        "ready once the required tenant has a token",
+        Duration::from_secs(5),
+        || async { sc.status("/readyz").await == 200 },
+    )
     .await;
     assert!(sc.entry("extra").await.is_null());
     assert!(optional.count() >= 2);
@@ -402,7 +412,10 @@ async fn probes_and_metrics() {
         "authproxy_upstream_rejections_total",
         "authproxy_forced_refreshes_total",
     ] {
-        assert!(m.contains(&format!("# TYPE {family} ")), "{family} TYPE\n{m}");
+        assert!(
+            m.contains(&format!("# TYPE {family} ")),
+            "{family} TYPE\n{m}"
+        );
         for t in ["main", "extra"] {
             assert!(
                 metric(&m, family, &format!("tenant=\"{t}\"")).is_some(),
@@ -415,8 +428,14 @@ async fn probes_and_metrics() {
     assert!(fetches(&m, "main", "failure", "http_5xx") >= 2.0);
     assert_eq!(fetches(&m, "extra", "success", ""), 0.0);
     assert!(fetches(&m, "extra", "failure", "http_5xx") >= 2.0);
-    assert_eq!(metric(&m, "authproxy_token_valid", "tenant=\"main\""), Some(1.0));
-    assert_eq!(metric(&m, "authproxy_token_valid", "tenant=\"extra\""), Some(0.0));
+    assert_eq!(
+        metric(&m, "authproxy_token_valid", "tenant=\"main\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "authproxy_token_valid", "tenant=\"extra\""),
+        Some(0.0)
+    );
     let ttl = metric(&m, "authproxy_token_seconds_to_expiry", "tenant=\"main\"").unwrap();
     assert!(ttl > 3000.0 && ttl <= 3600.0, "seconds to expiry {ttl}");
     let last = metric(
@@ -425,8 +444,19 @@ async fn probes_and_metrics() {
         "tenant=\"main\"",
     )
     .unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!((now - last).abs() < 30.0, "last success {last}, now {now}");
-    assert!(metric(&m, "authproxy_token_consecutive_failures", "tenant=\"extra\"").unwrap() >= 2.0);
+    assert!(
+        metric(
+            &m,
+            "authproxy_token_consecutive_failures",
+            "tenant=\"extra\""
+        )
+        .unwrap()
+            >= 2.0
+    );
     sc.stop().await;
 }

@@ -327,9 +327,7 @@ impl Running {
     /// `POST /v1/tenants/{tenant}/rejected?version=V`; returns the status.
     pub async fn reject(&self, tenant: &str, version: u64) -> u16 {
         client()
-            .post(self.tokens_url(&format!(
-                "/v1/tenants/{tenant}/rejected?version={version}"
-            )))
+            .post(self.tokens_url(&format!("/v1/tenants/{tenant}/rejected?version={version}")))
             .send()
             .await
             .expect("POST rejected")
