@@ -350,7 +350,7 @@ sidecar_smoke() {
   local fts bp ctr pid p i code rc=0 probes tokens port seen
   local -a env
   rm -f "$OUT/fake-token.port"
-  "$PY" deploy/fake_token_server.py --seconds 60 >"$OUT/fake-token.port" &
+  "$PY" deploy/fake_token_server.py --seconds 120 >"$OUT/fake-token.port" &
   fts=$!
   for i in $(seq 50); do [[ -s $OUT/fake-token.port ]] && break; sleep 0.1; done
   port=$(head -1 "$OUT/fake-token.port")
@@ -364,7 +364,8 @@ sidecar_smoke() {
   "${BUILDAH[@]}" run --isolation chroot "${RUN_OPTS[@]}" "${env[@]}" "$ctr" -- \
     /usr/local/bin/sidecar --config /etc/authproxy/sidecar.yaml >"$OUT/smoke-sidecar.log" 2>&1 &
   bp=$!
-  for i in $(seq 100); do
+  # Up to 30 s: CI's two cores may be busy with other builds.
+  for i in $(seq 300); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/readyz")
     [[ $code == 200 ]] && break
     sleep 0.1
@@ -386,10 +387,10 @@ sidecar_smoke() {
   done
   if [[ -n $pid ]]; then
     kill -TERM "$pid"
-    for i in $(seq 100); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
+    for i in $(seq 200); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
   fi
   if kill -0 "$bp" 2>/dev/null; then
-    echo "    the sidecar did not exit within 10 s of SIGTERM"
+    echo "    the sidecar did not exit within 20 s of SIGTERM"
     kill -KILL "$bp"
     rc=1
   fi
