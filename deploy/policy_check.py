@@ -9,6 +9,7 @@ Prints one line per violation, naming the file, the object and the field, and
 exits 1 if there is any.
 """
 
+import os
 import re
 import sys
 
@@ -175,6 +176,88 @@ def check_importer(c, where, spec):
         c.expect("DATABASE_URL" in names, cw, "DATABASE_URL must be set (from Secret importer-database)")
 
 
+def wasm_in_image():
+    """Where envoy.Dockerfile bakes the filter in: the target of its .wasm COPY."""
+    dockerfile = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docker", "envoy.Dockerfile")
+    with open(dockerfile) as f:
+        found = re.findall(r"^COPY\b.*\s(/\S+\.wasm)\s*$", f.read(), re.M)
+    return found[0] if len(found) == 1 else f"<{len(found)} .wasm COPY lines in {dockerfile}>"
+
+
+WASM_IN_IMAGE = wasm_in_image()
+
+
+def walk_values(node, key):
+    """Every value under `key`, anywhere in a parsed document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from walk_values(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk_values(v, key)
+
+
+def arg_after(args, flag):
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def mounted_file(ctr, spec, path):
+    """The (ConfigMap name, key) that `path` resolves to in this container, if any."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for m in ctr.get("volumeMounts", []):
+        root = m["mountPath"].rstrip("/") + "/"
+        if path.startswith(root) and "configMap" in volumes.get(m["name"], {}):
+            return volumes[m["name"]]["configMap"]["name"], path[len(root):]
+    return None
+
+
+def check_pod_configs(c, where, spec, configmaps):
+    """The files the containers are told to load are the ConfigMaps' files,
+    and the ports in them agree with the pod's ports and with each other."""
+    ctrs = {x["name"]: x for x in spec["containers"]}
+    envoy, sidecar = ctrs.get("envoy", {}), ctrs.get("sidecar", {})
+    ports = {p["name"]: p["containerPort"] for x in spec["containers"] for p in x.get("ports", [])}
+    loaded = {}
+    for ctr, flag in ((envoy, "--config-path"), (sidecar, "--config")):
+        path = arg_after(ctr.get("args", []), flag) or arg_after(ctr.get("command", []), flag)
+        src = mounted_file(ctr, spec, path) if path else None
+        if not src or src[0] not in configmaps or src[1] not in (configmaps[src[0]].get("data") or {}):
+            c.fail(where, f"container {ctr.get('name')} loads {path}, which is no key of a mounted ConfigMap")
+            continue
+        loaded[ctr["name"]] = yaml.safe_load(configmaps[src[0]]["data"][src[1]]) or {}
+    if len(loaded) < 2:
+        return
+    ev, sc = loaded["envoy"], loaded["sidecar"]
+    listen = sc.get("listen") or {}
+    tokens = str(listen.get("tokens", "127.0.0.1:15001"))
+    probes = str(listen.get("probes", "0.0.0.0:15021"))
+    c.expect(int(probes.rsplit(":", 1)[1]) == ports.get("probes"), where,
+             f"sidecar.yaml listen.probes {probes} is not the container's probes port {ports.get('probes')}")
+    public = [int(a.get("port_value", 0)) for l in (ev.get("static_resources") or {}).get("listeners", [])
+              for a in walk_values(l.get("address", {}), "socket_address")
+              if a.get("address") in ("0.0.0.0", "::")]
+    c.expect(public == [ports.get("http")], where,
+             f"envoy.yaml listens publicly on {public}, want only the container's http port {ports.get('http')}")
+    admin = [a.get("address") for a in walk_values(ev.get("admin") or {}, "socket_address")]
+    c.expect(admin and all(a in ("127.0.0.1", "::1") for a in admin), where,
+             f"envoy.yaml admin must bind loopback only, got {admin}")
+    clusters = {cl.get("name"): cl for cl in (ev.get("static_resources") or {}).get("clusters", [])}
+    sidecar_eps = [f"{a.get('address')}:{a.get('port_value')}"
+                   for a in walk_values(clusters.get("sidecar", {}), "socket_address")]
+    c.expect(sidecar_eps == [tokens], where,
+             f"envoy.yaml cluster 'sidecar' points at {sidecar_eps}, but sidecar.yaml serves tokens on {tokens}")
+    wasm = {f for code in walk_values(ev, "code") for f in walk_values(code, "filename")}
+    c.expect(wasm == {WASM_IN_IMAGE}, where,
+             f"envoy.yaml loads Wasm from {sorted(wasm)}; the envoy image bakes it at {WASM_IN_IMAGE}")
+
+
 def check_indexed_job(c, where, obj):
     spec = job_spec(obj)
     if spec.get("completionMode") != "Indexed":
@@ -193,7 +276,8 @@ def check_file(c, path):
         docs = [d for d in yaml.safe_load_all(f) if d]
     kinds = {}
     images = {}
-    configmaps = {o["metadata"]["name"] for o in docs if o["kind"] == "ConfigMap"}
+    configmap_objs = {o["metadata"]["name"]: o for o in docs if o["kind"] == "ConfigMap"}
+    configmaps = set(configmap_objs)
     for obj in docs:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("sidecar-config"):
             SIDECAR_CONFIGS[path] = (obj.get("data") or {}).get("sidecar.yaml", "")
@@ -226,6 +310,7 @@ def check_file(c, path):
             c.expect(obj["spec"].get("concurrencyPolicy") == "Forbid", where, "concurrencyPolicy must be Forbid")
         if kind == "Deployment" and name == "auth-proxy":
             check_auth_proxy(c, where, obj)
+            check_pod_configs(c, where, pod_spec(obj), configmap_objs)
         if kind == "NetworkPolicy" and name == "auth-proxy":
             c.expect(set(obj["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, where,
                      "must restrict both Ingress and Egress")
