@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{pg, DbError, LoadError, LoadPath, Loaded, Progress, RunEnd, RunStart};
 use crate::parse::{parse_csv, CopyEncoder, Counts, RejectLog};
@@ -436,17 +436,6 @@ async fn insert_rejects(
             .map_err(pg("insert rejects"))?;
     }
     Ok(())
-}
-
-/// Row count of a tenant's slice; used by tests and the benchmark.
-pub async fn count_rows(pool: &PgPool, table: &str, tenant: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT count(*) FROM {table} WHERE {TENANT_COLUMN} = $1"
-    ))
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?
-    .try_get(0)
 }
 
 #[cfg(test)]
