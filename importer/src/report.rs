@@ -23,9 +23,15 @@ impl Reporter {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} {human_pos} rows ({per_sec}) {msg}",
+                    "{spinner} {elapsed_precise} {human_pos} rows ({rate} rows/s) {msg}",
                 )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                .with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}", s.per_sec());
+                    },
+                ),
             );
             bar.set_message(format!("0/{files} files"));
             bar.enable_steady_tick(Duration::from_millis(200));
