@@ -24,7 +24,7 @@
 # Environment: CARGO_TARGET_DIR (default target/), ENVOY (default .venv/bin/envoy).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 STATE=$ROOT/.state/deploy
 VENV=$STATE/venv
@@ -242,7 +242,8 @@ say "kubernetes manifests"
 
 mkdir -p "$OUT/rendered"
 render() { # render DIR -> $OUT/rendered/<dir with _>.yaml
-  local out=$OUT/rendered/$(echo "$1" | tr / _).yaml
+  local out
+  out=$OUT/rendered/$(echo "$1" | tr / _).yaml
   "$K" kustomize "deploy/k8s/$1" >"$out" && "${KV[@]}" "$out"
 }
 for env in "${ENVS[@]}"; do
