@@ -241,8 +241,10 @@ def main():
     print(table)
     with open(RESULTS, "w") as f:
         f.write("# Importer benchmark results\n\n")
-        f.write("Reproduce with `bench/importer/run.sh` (add `BIG_ROWS=10000000` for the 10x peak-RSS run). "
-                "See the importer README's benchmark section for the method.\n\n")
+        f.write("Reproduce with `BIG_ROWS=10000000 bench/importer/run.sh` (drop `BIG_ROWS` to skip the 10x "
+                "peak-RSS run). Row-by-row INSERTs wait for one WAL flush per commit, so they vary most with "
+                "the disk. "
+                "Method: [README.md](README.md).\n\n")
         f.write(f"Run on {time.strftime('%Y-%m-%d')}.\n\n")
         f.write(table + "\n")
 
