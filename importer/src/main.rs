@@ -49,7 +49,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match runtime.block_on(importer::run(config, shutdown_signal())) {
+    let result = runtime.block_on(importer::run(config, shutdown_signal()));
+    // On a signal, loads in flight were dropped (their transactions roll back); give blocking
+    // parser threads a bounded time to notice instead of waiting for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    match result {
         Ok(report) => {
             print!("{}", report.text);
             if report.failed() > 0 {
