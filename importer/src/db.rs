@@ -96,6 +96,8 @@ pub enum LoadError {
     Csv { line: u64, source: csv::Error },
     #[error("rejects spill file: {0}")]
     Spill(std::io::Error),
+    #[error("interrupted")]
+    Cancelled,
     #[error("{0}")]
     Db(#[from] DbError),
 }
@@ -106,6 +108,7 @@ impl LoadError {
             ParseError::Header { column, problem } => Self::Header { column, problem },
             ParseError::Csv { line, source } => Self::Csv { line, source },
             ParseError::Spill(e) => Self::Spill(e),
+            ParseError::Cancelled => Self::Cancelled,
             ParseError::Sink(e) => sink(e),
         }
     }
@@ -173,8 +176,9 @@ pub struct RunEnd {
     pub error: Option<String>,
 }
 
-/// Called with row counts while a file is parsed.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+/// Called with row counts while a file is parsed; returning `false` stops the load, which then
+/// rolls back (a shutdown signal does that).
+pub type Progress = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// A connected database.
 #[derive(Clone)]

@@ -2,6 +2,7 @@
 //! and record the run in `import_runs` whatever happens.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,8 @@ pub struct Context {
     pub temp_dir: PathBuf,
     pub force: bool,
     pub progress: Progress,
+    /// Set on shutdown: jobs not started yet don't start, loads in flight stop and roll back.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Runs blocking file work off the async threads, passing panics on.
@@ -147,6 +150,10 @@ pub async fn run_job(ctx: &Context, job: Job) -> Outcome {
         error: None,
         elapsed: Duration::ZERO,
     };
+    if ctx.cancel.load(Ordering::Relaxed) {
+        outcome.error = Some("interrupted before it started".into());
+        return outcome;
+    }
     let result = attempt(ctx, &job, &source, &hint, date.clone(), &mut outcome).await;
     if let Err(e) = result {
         let message = e.to_string();

@@ -28,6 +28,9 @@ pub mod value;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 
@@ -58,6 +61,8 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// Printed on stdout by the binary.
     pub text: String,
+    /// A shutdown signal stopped the run early; the binary exits non-zero.
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -70,32 +75,34 @@ impl Report {
     }
 }
 
-/// Runs a command until it finishes or `shutdown` resolves. On shutdown, loads in flight are
-/// dropped and their transactions roll back.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Report, Error> {
-    tokio::select! {
-        r = execute(config) => r,
-        () = shutdown => Err(Error::Interrupted),
-    }
-}
+/// How long loads in flight get to stop and roll back after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
 
-async fn execute(config: Config) -> Result<Report, Error> {
+/// Runs a command until it finishes or `shutdown` resolves. On shutdown, files not started are
+/// skipped and loads in flight stop, roll back and are recorded as failed ("interrupted").
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Report, Error> {
     match &config.command {
         Command::Types => Ok(Report {
-            outcomes: Vec::new(),
             text: types_table(&config),
+            ..Report::default()
         }),
         Command::Migrate => {
-            let db = Db::connect(&config.database, 1).await?;
-            db.migrate(&config.registry).await?;
-            Ok(Report {
-                outcomes: Vec::new(),
-                text: format!(
-                    "migrated {} ({} registry tables)\n",
-                    config.database.redacted(),
-                    config.registry.len()
-                ),
-            })
+            let migrate = async {
+                let db = Db::connect(&config.database, 1).await?;
+                db.migrate(&config.registry).await?;
+                Ok::<_, Error>(Report {
+                    text: format!(
+                        "migrated {} ({} registry tables)\n",
+                        config.database.redacted(),
+                        config.registry.len()
+                    ),
+                    ..Report::default()
+                })
+            };
+            tokio::select! {
+                r = migrate => r,
+                () = shutdown => Err(Error::Interrupted),
+            }
         }
         Command::Run {
             base_url,
@@ -125,7 +132,7 @@ async fn execute(config: Config) -> Result<Report, Error> {
                     });
                 }
             }
-            run_jobs(&config, jobs, opts).await
+            run_jobs(&config, jobs, opts, shutdown).await
         }
         Command::Load {
             paths,
@@ -160,12 +167,17 @@ async fn execute(config: Config) -> Result<Report, Error> {
                     },
                 })
                 .collect();
-            run_jobs(&config, jobs, opts).await
+            run_jobs(&config, jobs, opts, shutdown).await
         }
     }
 }
 
-async fn run_jobs(config: &Config, jobs: Vec<Job>, opts: &LoadOptions) -> Result<Report, Error> {
+async fn run_jobs(
+    config: &Config,
+    jobs: Vec<Job>,
+    opts: &LoadOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Report, Error> {
     let jobs: Vec<Job> = jobs
         .into_iter()
         .enumerate()
@@ -176,26 +188,51 @@ async fn run_jobs(config: &Config, jobs: Vec<Job>, opts: &LoadOptions) -> Result
     db.prepare(&config.registry).await?;
     let total = jobs.len();
     let reporter = report::Reporter::new(total);
+    let cancel = Arc::new(AtomicBool::new(false));
     let ctx = Context {
         db,
         registry: config.registry.clone(),
         temp_dir: config.temp_dir.clone(),
         force: opts.force,
-        progress: reporter.rows(),
+        progress: reporter.rows(cancel.clone()),
+        cancel: cancel.clone(),
     };
     let mut outcomes = Vec::with_capacity(total);
     let mut stream = futures_util::stream::iter(jobs)
         .map(|job| job::run_job(&ctx, job))
         .buffer_unordered(opts.jobs);
-    while let Some(outcome) = stream.next().await {
-        outcomes.push(outcome);
-        reporter.file_done(outcomes.len(), total);
+    tokio::pin!(shutdown);
+    let mut deadline = None;
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(outcome) => {
+                    outcomes.push(outcome);
+                    reporter.file_done(outcomes.len(), total);
+                }
+                None => break,
+            },
+            () = &mut shutdown, if deadline.is_none() => {
+                tracing::warn!("shutdown requested: stopping loads in flight");
+                cancel.store(true, Ordering::Relaxed);
+                deadline = Some(tokio::time::Instant::now() + DRAIN);
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                tracing::error!("loads did not stop within {DRAIN:?}; abandoning them");
+                break;
+            }
+        }
     }
+    drop(stream);
     reporter.finish();
     outcomes
         .sort_by(|a, b| (&a.tenant, &a.module, &a.source).cmp(&(&b.tenant, &b.module, &b.source)));
     let text = report::summary(&outcomes);
-    Ok(Report { outcomes, text })
+    Ok(Report {
+        outcomes,
+        text,
+        interrupted: deadline.is_some(),
+    })
 }
 
 fn types_table(config: &Config) -> String {

@@ -56,6 +56,10 @@ fn main() -> anyhow::Result<()> {
     match result {
         Ok(report) => {
             print!("{}", report.text);
+            if report.interrupted {
+                eprintln!("importer: interrupted");
+                std::process::exit(1);
+            }
             if report.failed() > 0 {
                 std::process::exit(1);
             }

@@ -35,6 +35,8 @@ pub enum ParseError<E> {
     Csv { line: u64, source: csv::Error },
     #[error("rejects spill file: {0}")]
     Spill(std::io::Error),
+    #[error("interrupted")]
+    Cancelled,
     #[error("{0}")]
     Sink(E),
 }
@@ -287,13 +289,14 @@ pub fn map_header<E>(
 }
 
 /// Parses one CSV file into `sink`, spilling bad rows to `rejects`. `progress` is called with
-/// row counts every few thousand rows.
+/// row counts every few thousand rows and at the end; when it returns `false` the parse stops
+/// with [`ParseError::Cancelled`].
 pub fn parse_csv<R: Read, S: RowSink>(
     input: R,
     def: &TypeDef,
     sink: &mut S,
     rejects: &mut RejectLog,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> Result<Counts, ParseError<S::Error>> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -323,7 +326,9 @@ pub fn parse_csv<R: Read, S: RowSink>(
         counts.read += 1;
         since_progress += 1;
         if since_progress == 8192 {
-            progress(since_progress);
+            if !progress(since_progress) {
+                return Err(ParseError::Cancelled);
+            }
             since_progress = 0;
         }
         let line = rec.position().map_or(0, |p| p.line());
@@ -368,7 +373,9 @@ pub fn parse_csv<R: Read, S: RowSink>(
         order.row_loaded();
         counts.loaded += 1;
     }
-    progress(since_progress);
+    if !progress(since_progress) {
+        return Err(ParseError::Cancelled);
+    }
     counts.keys_ascending = order.tracking;
     Ok(counts)
 }
@@ -500,8 +507,10 @@ mod tests {
             out.extend(chunk);
             Ok::<_, String>(())
         });
-        let counts = parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {})
-            .map_err(|e| e.to_string())?;
+        let counts = parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {
+            true
+        })
+        .map_err(|e| e.to_string())?;
         enc.finish().unwrap();
         let rejects = rejects.read_back().unwrap().map(Result::unwrap).collect();
         Ok((String::from_utf8(out).unwrap(), counts, rejects))
@@ -598,7 +607,10 @@ mod tests {
         });
         enc.chunk = 8;
         let csv = "id\n1\n2\n3\n";
-        parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {}).unwrap();
+        parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {
+            true
+        })
+        .unwrap();
         enc.finish().unwrap();
         let all: Vec<u8> = chunks.concat();
         assert_eq!(

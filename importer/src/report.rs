@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,15 +41,15 @@ impl Reporter {
         Self { bar }
     }
 
-    /// The callback the parsers report rows to.
-    pub fn rows(&self) -> Progress {
-        match &self.bar {
-            Some(bar) => {
-                let bar = bar.clone();
-                Arc::new(move |n| bar.inc(n))
+    /// The callback the parsers report rows to; it tells them to stop once `cancel` is set.
+    pub fn rows(&self, cancel: Arc<AtomicBool>) -> Progress {
+        let bar = self.bar.clone();
+        Arc::new(move |n| {
+            if let Some(bar) = &bar {
+                bar.inc(n);
             }
-            None => Arc::new(|_| {}),
-        }
+            !cancel.load(Ordering::Relaxed)
+        })
     }
 
     pub fn file_done(&self, done: usize, total: usize) {

@@ -515,6 +515,65 @@ pub async fn shards_split_work(s: &Scratch, b: &Backend) {
     }
 }
 
+pub async fn shutdown_rolls_back(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    // Big enough that a debug build is still loading when the signal comes.
+    let big = s.file("big.csv", orders(1, 400_000, "open"));
+    let small = s.file("small.csv", orders(1, 10, "open"));
+    let signal = tokio::time::sleep(std::time::Duration::from_millis(300));
+    let r = importer_until(
+        s,
+        b,
+        &[
+            "load",
+            big.to_str().unwrap(),
+            small.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+            "--jobs",
+            "1",
+        ],
+        signal,
+    )
+    .await;
+    assert!(r.interrupted, "{}", r.text);
+    assert!(
+        r.outcomes.iter().all(|o| o.status == Status::Failed),
+        "{}",
+        r.text
+    );
+    let big_run = r
+        .outcomes
+        .iter()
+        .find(|o| o.source.ends_with("big.csv"))
+        .unwrap();
+    assert_eq!(
+        big_run.error.as_deref(),
+        Some(format!("{}: interrupted", big.display()).as_str())
+    );
+    let small_run = r
+        .outcomes
+        .iter()
+        .find(|o| o.source.ends_with("small.csv"))
+        .unwrap();
+    assert_eq!(
+        small_run.error.as_deref(),
+        Some("interrupted before it started")
+    );
+    assert_eq!(small_run.run_id, None);
+    assert_eq!(
+        b.rows("SELECT status, error FROM import_runs").await,
+        vec![vec![
+            "failed".to_string(),
+            format!("{}: interrupted", big.display())
+        ]]
+    );
+    assert_eq!(count(b, "orders", "acme").await, 0);
+    assert!(s.spool_is_empty());
+}
+
 /// A fake export API: `GET /exports/{module}?date=` with `x-tenant-id`; knows only `orders`.
 pub async fn fake_api() -> (String, tokio::task::JoinHandle<()>) {
     use axum::extract::{Path, Query};
@@ -632,6 +691,8 @@ macro_rules! backend_tests {
             shards_split_work,
             /// `importer run` fetches each tenant's exports, skips 404s and refuses a wrong module.
             run_fetches_exports,
+            /// A shutdown signal stops the load in flight, rolls it back, records it failed, and starts nothing new.
+            shutdown_rolls_back,
         );
     };
     (@each |$s:ident| $make:expr; $($(#[$doc:meta])* $name:ident,)*) => {

@@ -215,6 +215,16 @@ pub async fn postgres() -> Backend {
 
 /// Runs an importer command in-process, as the binary would (global options first).
 pub async fn importer(scratch: &Scratch, backend: &Backend, args: &[&str]) -> Report {
+    importer_until(scratch, backend, args, std::future::pending()).await
+}
+
+/// Like [`importer`], with a shutdown signal.
+pub async fn importer_until(
+    scratch: &Scratch,
+    backend: &Backend,
+    args: &[&str],
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Report {
     let mut argv: Vec<String> = vec![
         "importer".into(),
         "--database-url".into(),
@@ -227,7 +237,7 @@ pub async fn importer(scratch: &Scratch, backend: &Backend, args: &[&str]) -> Re
     argv.extend(args.iter().map(|s| s.to_string()));
     let cli = <Cli as clap::Parser>::try_parse_from(&argv).unwrap();
     let config = Config::from_cli(cli).unwrap();
-    importer::run(config, std::future::pending()).await.unwrap()
+    importer::run(config, shutdown).await.unwrap()
 }
 
 /// Migrates (needed for PostgreSQL; SQLite migrates itself, and again is harmless).
