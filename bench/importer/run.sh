@@ -29,9 +29,9 @@ export IMPORTER="$CARGO_TARGET_DIR/release/importer"
 
 WORK="${BENCH_DIR:-$(mktemp -d /tmp/importer-bench.XXXXXX)}"
 mkdir -p "$WORK"
-eval "$(PG_OPTS="" importer/scripts/pg-start.sh)"
+eval "$(PG_OPTS="" scripts/pg start)"
 cleanup() {
-  importer/scripts/pg-stop.sh "$PG_TMP" || true
+  scripts/pg stop || true
   [[ -n "${BENCH_DIR:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -191,7 +191,7 @@ pub async fn postgres() -> Backend {
     let admin = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "TEST_POSTGRES_URL is not set: the PostgreSQL tests need a server \
-             (start one with `eval \"$(importer/scripts/pg-start.sh)\"`)"
+             (start one with `eval \"$(scripts/pg start)\"`)"
         )
     });
     let name = format!(
