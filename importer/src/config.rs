@@ -67,8 +67,9 @@ pub enum CliCommand {
             required = true
         )]
         tenants: Vec<String>,
-        /// Export date, YYYY-MM-DD. Defaults to today (UTC).
-        #[arg(long)]
+        /// Export date: YYYY-MM-DD, `today`, `yesterday` or `today-N` (N days
+        /// ago), in UTC. Defaults to today.
+        #[arg(long, env = "IMPORTER_DATE")]
         date: Option<String>,
         /// Only these types (repeat or comma-separate). Defaults to every registry type.
         #[arg(long = "type", value_delimiter = ',')]
@@ -187,7 +188,21 @@ fn check_tenant(t: &str) -> Result<String, UsageError> {
     Ok(t.to_string())
 }
 
+/// Resolves `--date`: a calendar date as is, or a day relative to today (UTC).
 fn check_date(d: &str) -> Result<String, UsageError> {
+    let days_ago = match d.trim() {
+        "today" => Some(0),
+        "yesterday" => Some(1),
+        other => match other.strip_prefix("today-") {
+            Some(n) => Some(n.parse::<u32>().map_err(|_| {
+                UsageError(format!("--date {d:?}: expected today-N with N a number of days"))
+            })?),
+            None => None,
+        },
+    };
+    if let Some(n) = days_ago {
+        return Ok(utc_date_days_ago(n));
+    }
     crate::value::parse_field(crate::registry::ColumnType::Date, true, d.as_bytes())
         .map_err(|e| UsageError(format!("--date {d:?}: {e}")))?;
     Ok(d.to_string())
@@ -195,9 +210,15 @@ fn check_date(d: &str) -> Result<String, UsageError> {
 
 /// Today in UTC, `YYYY-MM-DD`.
 pub fn today_utc() -> String {
+    utc_date_days_ago(0)
+}
+
+/// The UTC date `n` days before today, `YYYY-MM-DD`.
+pub fn utc_date_days_ago(n: u32) -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+        .map_or(0, |d| d.as_secs() / 86_400) as i64
+        - i64::from(n);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -326,5 +347,20 @@ mod tests {
     #[test]
     fn today_is_a_date() {
         check_date(&today_utc()).unwrap();
+    }
+
+    /// Relative dates resolve to calendar dates; `yesterday` is the day
+    /// before `today`, also across a month boundary; junk is refused.
+    #[test]
+    fn relative_dates() {
+        assert_eq!(check_date("today").unwrap(), today_utc());
+        let y = check_date("yesterday").unwrap();
+        assert_eq!(y, check_date("today-1").unwrap());
+        assert_ne!(y, today_utc());
+        check_date(&y).unwrap();
+        check_date("today-400").unwrap();
+        assert!(check_date("today-x").is_err());
+        assert!(check_date("2026-02-30").is_err());
+        assert_eq!(check_date("2026-02-28").unwrap(), "2026-02-28");
     }
 }
