@@ -195,7 +195,9 @@ fn check_date(d: &str) -> Result<String, UsageError> {
         "yesterday" => Some(1),
         other => match other.strip_prefix("today-") {
             Some(n) => Some(n.parse::<u32>().map_err(|_| {
-                UsageError(format!("--date {d:?}: expected today-N with N a number of days"))
+                UsageError(format!(
+                    "--date {d:?}: expected today-N with N a number of days"
+                ))
             })?),
             None => None,
         },
