@@ -87,9 +87,15 @@ impl Table {
         self.index.get(tenant).copied()
     }
 
-    /// Loads a snapshot. Tokens already expired at `now_ms + margin_ms`, or
-    /// whose header is not a valid bearer header, are not loaded. Returns the
-    /// names of tenants seen for the first time.
+    /// Loads a snapshot. Returns the slots of tenants seen for the first time.
+    ///
+    /// A tenant listed with a token gets that token, unless it is already
+    /// within `margin_ms` of expiring at `now_ms` or is not a valid bearer
+    /// header. A tenant listed without one keeps the token this VM holds, if
+    /// that is still valid: tokens leave the table only by expiring or being
+    /// replaced, so a restarted sidecar, whose first snapshot has no tokens,
+    /// can't take away tokens that still work. A tenant no longer listed is
+    /// unknown, and loses its token.
     pub fn load(
         &mut self,
         bytes: &[u8],
@@ -98,9 +104,9 @@ impl Table {
     ) -> Result<Vec<usize>, String> {
         let snap: WireSnapshot = serde_json::from_slice(bytes)
             .map_err(|e| format!("sidecar snapshot is not valid: {e}"))?;
+        let deadline = now_ms.saturating_add(margin_ms);
         for slot in &mut self.slots {
             slot.known = false;
-            slot.token = None;
         }
         let mut added = Vec::new();
         for (name, wire) in snap.tenants {
@@ -120,8 +126,8 @@ impl Table {
                     i
                 }
             };
-            let token = wire
-                .filter(|w| w.expires_at_ms > now_ms.saturating_add(margin_ms))
+            let fresh = wire
+                .filter(|w| w.expires_at_ms > deadline)
                 .filter(|w| valid_bearer(w.header.as_bytes()))
                 .map(|w| Token {
                     header: w.header.into_bytes(),
@@ -130,7 +136,19 @@ impl Table {
                 });
             if let Some(slot) = self.slots.get_mut(index) {
                 slot.known = true;
-                slot.token = token;
+                if fresh.is_some() {
+                    slot.token = fresh;
+                }
+            }
+        }
+        for slot in &mut self.slots {
+            if !slot.known
+                || slot
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at_ms <= deadline)
+            {
+                slot.token = None;
             }
         }
         self.version = Some(snap.version);
@@ -243,6 +261,41 @@ mod tests {
         )
         .unwrap();
         assert!(t.slots().iter().all(|s| s.token.is_none()));
+    }
+
+    /// A snapshot without a token for a tenant (a restarted sidecar's first)
+    /// keeps the token this VM holds while it is valid, never past its time.
+    #[test]
+    fn null_keeps_a_valid_token() {
+        let mut t = Table::default();
+        t.load(
+            &snap(
+                1,
+                r#""a":{"header":"Bearer x","expires_at_ms":5000,"version":1}"#,
+            ),
+            1000,
+            100,
+        )
+        .unwrap();
+        t.load(&snap(2, r#""a":null"#), 2000, 100).unwrap();
+        let a = t.lookup(b"a").unwrap();
+        assert_eq!(
+            t.slot(a).unwrap().token.as_ref().unwrap().header,
+            b"Bearer x"
+        );
+        t.load(&snap(3, r#""a":null"#), 4900, 100).unwrap();
+        assert!(t.slot(a).unwrap().token.is_none(), "gone at its margin");
+        // A replacement still replaces.
+        t.load(
+            &snap(
+                4,
+                r#""a":{"header":"Bearer y","expires_at_ms":9000,"version":4}"#,
+            ),
+            4900,
+            100,
+        )
+        .unwrap();
+        assert_eq!(t.slot(a).unwrap().token.as_ref().unwrap().version, 4);
     }
 
     /// Garbage is an error and leaves the table as it was.

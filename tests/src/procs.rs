@@ -94,6 +94,7 @@ pub struct Sidecar {
     /// Client secrets written for each tenant, for leak checks.
     pub secrets: Vec<String>,
     pub dir: tempfile::TempDir,
+    config: PathBuf,
 }
 
 impl Sidecar {
@@ -123,6 +124,50 @@ impl Sidecar {
 
     /// Starts the sidecar with a config file written by the caller.
     pub async fn spawn(config: &Path, dir: tempfile::TempDir, secrets: Vec<String>) -> Sidecar {
+        let output = Output::default();
+        let (child, tokens_addr, probes_addr) = Sidecar::launch(config, &output).await;
+        Sidecar {
+            child,
+            tokens_addr,
+            probes_addr,
+            output,
+            secrets,
+            dir,
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// Kills the sidecar and starts a new one with the same configuration
+    /// on the same ports, as Kubernetes does when a container restarts.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let yaml = std::fs::read_to_string(&self.config).expect("read sidecar config");
+        let yaml = yaml
+            .replacen(
+                "tokens: 127.0.0.1:0",
+                &format!("tokens: {}", self.tokens_addr),
+                1,
+            )
+            .replacen(
+                "probes: 127.0.0.1:0",
+                &format!("probes: {}", self.probes_addr),
+                1,
+            );
+        std::fs::write(&self.config, yaml).expect("write sidecar config");
+        let (child, tokens_addr, probes_addr) = Sidecar::launch(&self.config, &self.output).await;
+        self.child = child;
+        assert_eq!(
+            (tokens_addr, probes_addr),
+            (self.tokens_addr, self.probes_addr)
+        );
+    }
+
+    async fn launch(config: &Path, output: &Output) -> (Child, SocketAddr, SocketAddr) {
+        let listening_before = output
+            .lines()
+            .iter()
+            .filter(|l| l.contains("\"listening\""))
+            .count();
         let mut child = Command::new(sidecar_bin())
             .arg("--config")
             .arg(config)
@@ -132,7 +177,6 @@ impl Sidecar {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn sidecar");
-        let output = Output::default();
         output.collect(child.stdout.take().expect("stdout"));
         output.collect(child.stderr.take().expect("stderr"));
         let line = eventually(Duration::from_secs(10), "the sidecar to listen", || {
@@ -141,20 +185,14 @@ impl Sidecar {
                 output
                     .lines()
                     .into_iter()
-                    .find(|l| l.contains("\"listening\""))
+                    .filter(|l| l.contains("\"listening\""))
+                    .nth(listening_before)
             }
         })
         .await;
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).expect("addr");
-        Sidecar {
-            child,
-            tokens_addr: addr("tokens"),
-            probes_addr: addr("probes"),
-            output,
-            secrets,
-            dir,
-        }
+        (child, addr("tokens"), addr("probes"))
     }
 
     pub fn probes_url(&self) -> String {

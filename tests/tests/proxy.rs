@@ -177,6 +177,43 @@ async fn sidecar_outage_uses_cache_until_expiry() {
     assert_eq!(stack.get("/", Some("acme")).await.status(), 503);
 }
 
+/// A sidecar that restarts while the auth server is down comes back with no
+/// tokens; the filter keeps using the tokens it holds, which are still valid,
+/// instead of failing every request.
+#[tokio::test(flavor = "multi_thread")]
+async fn sidecar_restart_during_auth_outage_keeps_tokens() {
+    let mut stack = Stack::builder().tenants(&["acme"]).start().await;
+    stack.wait_for_token("acme").await;
+    let token = stack.auth.issued()[0].token.clone();
+    let snapshots = stack
+        .envoy
+        .stat("wasmcustom.authproxy.fetcher.snapshots")
+        .await
+        .unwrap_or(0);
+    stack.auth.set_mode(Mode::Hang);
+    stack.sidecar.restart().await;
+    // The new sidecar's first snapshot (no tokens) reaches the filter...
+    eventually(
+        Duration::from_secs(10),
+        "the restarted sidecar's snapshot",
+        || async {
+            stack
+                .envoy
+                .stat("wasmcustom.authproxy.fetcher.snapshots")
+                .await
+                .filter(|n| *n > snapshots)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and every worker still injects the token it had.
+    for _ in 0..20 {
+        let r = stack.get("/", Some("acme")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(json(r).await["authorization"], format!("Bearer {token}"));
+    }
+}
+
 /// An upstream 401 makes the sidecar refresh at once; later requests carry
 /// the fresh token. A burst of 401s causes one refresh, not one each.
 #[tokio::test(flavor = "multi_thread")]
