@@ -17,11 +17,15 @@ fn one_tenant(fake: &FakeAuth, refresh: &str) -> String {
   acme:
     token_url: {url}
     client_id: acme
-    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
 ",
-        url = fake.url
+        url = fake.url,
+        secret = SECRET_FILE,
     )
 }
+
+/// A client secret for tenants whose secret the test doesn't look at.
+const SECRET_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client_secret");
 
 const FAST: &str = "  backoff_initial: 50ms\n  backoff_max: 200ms\n  request_timeout: 300ms";
 
@@ -375,15 +379,16 @@ async fn probes_and_metrics() {
   main:
     token_url: {r}
     client_id: main
-    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
   extra:
     token_url: {o}
     client_id: extra
-    auth: {{method: client_secret_post, secret: {{env: PATH}}}}
+    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
     required: false
 ",
         r = required.url,
-        o = optional.url
+        o = optional.url,
+        secret = SECRET_FILE,
     ))
     .await;
     assert_eq!(sc.status("/livez").await, 200);
