@@ -90,28 +90,14 @@ pub(crate) fn lite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -
 pub enum LoadError {
     #[error("{0}")]
     Source(#[from] SourceError),
-    #[error("header, column {column}: {problem}")]
-    Header { column: usize, problem: String },
-    #[error("line {line}: {source}")]
-    Csv { line: u64, source: csv::Error },
+    /// Refused while parsing (header, CSV, spill, interrupted); a database
+    /// error inside the sink is [`ParseError::Sink`].
+    #[error("{0}")]
+    Parse(#[from] ParseError<DbError>),
     #[error("rejects spill file: {0}")]
     Spill(std::io::Error),
-    #[error("interrupted")]
-    Cancelled,
     #[error("{0}")]
     Db(#[from] DbError),
-}
-
-impl LoadError {
-    pub(crate) fn from_parse<E>(e: ParseError<E>, sink: impl FnOnce(E) -> LoadError) -> Self {
-        match e {
-            ParseError::Header { column, problem } => Self::Header { column, problem },
-            ParseError::Csv { line, source } => Self::Csv { line, source },
-            ParseError::Spill(e) => Self::Spill(e),
-            ParseError::Cancelled => Self::Cancelled,
-            ParseError::Sink(e) => sink(e),
-        }
-    }
 }
 
 /// How a file reached its table.

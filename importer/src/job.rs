@@ -240,6 +240,14 @@ async fn attempt(
     })
     .await
     .map_err(source_err)?;
+    // Every run this attempt records carries the same tenant, file, date and hash.
+    let run_start = |module: String| RunStart {
+        tenant: job.tenant.clone(),
+        module,
+        source: source.to_string(),
+        export_date: date.clone(),
+        content_hash: Some(hash.clone()),
+    };
     if !ctx.force {
         if let Some((of, module)) = ctx
             .db
@@ -248,16 +256,9 @@ async fn attempt(
             .map_err(|e| load_err(e.into()))?
         {
             outcome.module = module.clone();
-            let start = RunStart {
-                tenant: job.tenant.clone(),
-                module: module.clone(),
-                source: source.to_string(),
-                export_date: date,
-                content_hash: Some(hash),
-            };
             let id = ctx
                 .db
-                .start_run(&start)
+                .start_run(&run_start(module.clone()))
                 .await
                 .map_err(|e| load_err(e.into()))?;
             outcome.run_id = Some(id);
@@ -302,16 +303,9 @@ async fn attempt(
             file: source.to_string(),
             module: module.clone(),
         })?;
-    let start = RunStart {
-        tenant: job.tenant.clone(),
-        module: module.clone(),
-        source: source.to_string(),
-        export_date: date,
-        content_hash: Some(hash),
-    };
     let id = ctx
         .db
-        .start_run(&start)
+        .start_run(&run_start(module.clone()))
         .await
         .map_err(|e| load_err(e.into()))?;
     outcome.run_id = Some(id);

@@ -41,6 +41,19 @@ pub enum ParseError<E> {
     Sink(E),
 }
 
+impl<E> ParseError<E> {
+    /// The same error with the sink's error mapped by `f`.
+    pub fn map_sink<F>(self, f: impl FnOnce(E) -> F) -> ParseError<F> {
+        match self {
+            Self::Header { column, problem } => ParseError::Header { column, problem },
+            Self::Csv { line, source } => ParseError::Csv { line, source },
+            Self::Spill(e) => ParseError::Spill(e),
+            Self::Cancelled => ParseError::Cancelled,
+            Self::Sink(e) => ParseError::Sink(f(e)),
+        }
+    }
+}
+
 /// Row counts of one parse. `read == loaded + rejected` always holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {

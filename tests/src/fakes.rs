@@ -265,10 +265,26 @@ async fn echo(
     Json(body).into_response()
 }
 
-/// One export payload: the CSV zipped, then base64-encoded.
-fn export(dir: &std::path::Path, module: &str) -> Response {
+/// One export payload as the importer expects it: `{"module_name", "data"}`
+/// where `data` is the base64 of a zip holding `{module}.csv`.
+pub fn export_payload(module: &str, csv: &[u8]) -> serde_json::Value {
     use base64::Engine;
     use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file(format!("{module}.csv"), options)
+        .expect("zip entry");
+    zip.write_all(csv).expect("zip write");
+    let bytes = zip.finish().expect("zip finish").into_inner();
+    serde_json::json!({
+        "module_name": module,
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    })
+}
+
+/// `GET /exports/{module}`: the payload of `{dir}/{module}.csv`.
+fn export(dir: &std::path::Path, module: &str) -> Response {
     let valid = !module.is_empty()
         && module
             .bytes()
@@ -280,16 +296,5 @@ fn export(dir: &std::path::Path, module: &str) -> Response {
         let body = serde_json::json!({"error": "unknown_module", "module": module});
         return (StatusCode::NOT_FOUND, Json(body)).into_response();
     };
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    zip.start_file(format!("{module}.csv"), options)
-        .expect("zip entry");
-    zip.write_all(&csv).expect("zip write");
-    let bytes = zip.finish().expect("zip finish").into_inner();
-    Json(serde_json::json!({
-        "module_name": module,
-        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
-    }))
-    .into_response()
+    Json(export_payload(module, &csv)).into_response()
 }

@@ -4,7 +4,6 @@
 //! and the `sqlite3` CLI to read the result.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
+use e2e::fakes::export_payload;
 use e2e::{repo_root, Stack};
 
 const DATE: &str = "2026-11-27";
@@ -47,21 +46,6 @@ fn orders_csv(tenant: &str) -> String {
         csv.push_str(&format!("{i},{i}0,{DATE},\"{tenant}, #{i}\",{i}.50\r\n"));
     }
     csv
-}
-
-fn payload(module: &str, csv: &str) -> serde_json::Value {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file(
-        format!("{module}.csv"),
-        zip::write::SimpleFileOptions::default(),
-    )
-    .expect("zip entry");
-    zip.write_all(csv.as_bytes()).expect("zip write");
-    let bytes = zip.finish().expect("zip").into_inner();
-    serde_json::json!({
-        "module_name": module,
-        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
-    })
 }
 
 /// The bearer tokens the fake API accepted, and the tenant each one was for.
@@ -102,7 +86,7 @@ async fn export(
         .unwrap()
         .push((token.clone(), tenant.clone()));
     match module.as_str() {
-        "orders" => Json(payload("orders", &orders_csv(&tenant))).into_response(),
+        "orders" => Json(export_payload("orders", orders_csv(&tenant).as_bytes())).into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -354,7 +354,7 @@ async fn copy_file(
             });
             let counts = source
                 .with_csv(|r| parse_csv(r, &def, &mut enc, &mut rejects, &mut |n| progress(n)))?
-                .map_err(|e| LoadError::from_parse(e, |_| closed_error()))?;
+                .map_err(|e| LoadError::Parse(e.map_sink(|Closed| closed_stream())))?;
             enc.finish().map_err(|_| closed_error())?;
             Ok((counts, rejects))
         })
@@ -391,11 +391,15 @@ async fn copy_file(
     }
 }
 
-fn closed_error() -> LoadError {
-    LoadError::Db(DbError::Postgres {
+fn closed_stream() -> DbError {
+    DbError::Postgres {
         context: "COPY stream".into(),
         source: sqlx::Error::WorkerCrashed,
-    })
+    }
+}
+
+fn closed_error() -> LoadError {
+    LoadError::Db(closed_stream())
 }
 
 async fn insert_rejects(

@@ -357,7 +357,7 @@ fn insert_file(
     };
     let counts = source
         .with_csv(|r| parse_csv(r, def, &mut sink, &mut rejects, &mut |n| progress(n)))?
-        .map_err(|e| LoadError::from_parse(e, LoadError::Db))?;
+        .map_err(LoadError::Parse)?;
     sink.flush()?;
     Ok((counts, rejects, sink.written))
 }
