@@ -89,32 +89,30 @@ impl RootContext for Root {
                 "root_id {other:?} is not {FETCHER_ROOT_ID:?} or {INJECTOR_ROOT_ID:?}"
             )),
         };
-        match role {
-            Ok(role) => {
-                let tick = match &role {
-                    Role::Fetcher(_) => Duration::from_millis(50),
-                    Role::Injector(i) => Duration::from_millis(i.cfg.tick_ms),
-                    Role::Unconfigured => Duration::ZERO,
-                };
-                self.role = role;
-                if let Role::Fetcher(f) = &mut self.role {
-                    f.start(id);
-                }
-                if let Role::Injector(i) = &self.role {
-                    i.refresh(id);
-                }
-                if hostcalls::set_tick_period(tick).is_err() {
-                    error!("[{id}] authproxy: cannot set the tick period");
-                    return false;
-                }
-                info!("[{id}] authproxy: {root_id} configured");
-                true
-            }
+        self.role = match role {
+            Ok(role) => role,
             Err(e) => {
                 error!("[{id}] authproxy: bad configuration for {root_id}: {e}");
-                false
+                return false;
             }
+        };
+        let tick = match &mut self.role {
+            Role::Fetcher(f) => {
+                f.start(id);
+                Duration::from_millis(50)
+            }
+            Role::Injector(i) => {
+                i.refresh(id);
+                Duration::from_millis(i.cfg.tick_ms)
+            }
+            Role::Unconfigured => return false,
+        };
+        if hostcalls::set_tick_period(tick).is_err() {
+            error!("[{id}] authproxy: cannot set the tick period");
+            return false;
         }
+        info!("[{id}] authproxy: {root_id} configured");
+        true
     }
 
     fn on_tick(&mut self) {
