@@ -108,7 +108,9 @@ impl UserTable {
             let parsed = PasswordHash::new(hash)
                 .map_err(|e| format!("line {n}: not a PHC password hash: {e}"))?;
             if !parsed.algorithm.as_str().starts_with("argon2") {
-                return Err(format!("line {n}: hash must be argon2 (console hash-password)"));
+                return Err(format!(
+                    "line {n}: hash must be argon2 (console hash-password)"
+                ));
             }
             if users.iter().any(|u| u.name == name) {
                 return Err(format!("line {n}: user {name:?} listed twice"));
@@ -281,8 +283,16 @@ mod tests {
     /// Each session has its own CSRF token, and only that token passes.
     #[test]
     fn csrf_tokens_are_per_session() {
-        let a = verify(&key(), &issue(&key(), "a", Role::Admin, Duration::from_secs(60))).unwrap();
-        let b = verify(&key(), &issue(&key(), "a", Role::Admin, Duration::from_secs(60))).unwrap();
+        let a = verify(
+            &key(),
+            &issue(&key(), "a", Role::Admin, Duration::from_secs(60)),
+        )
+        .unwrap();
+        let b = verify(
+            &key(),
+            &issue(&key(), "a", Role::Admin, Duration::from_secs(60)),
+        )
+        .unwrap();
         assert_ne!(a.csrf, b.csrf);
         assert!(csrf_ok(&a, Some(&a.csrf)));
         assert!(!csrf_ok(&a, Some(&b.csrf)));

@@ -49,10 +49,9 @@ pub enum Kind {
 
 pub fn kind(ty: ColumnType) -> Kind {
     match ty {
-        ColumnType::Int
-        | ColumnType::BigInt
-        | ColumnType::Float
-        | ColumnType::Decimal(_) => Kind::Number,
+        ColumnType::Int | ColumnType::BigInt | ColumnType::Float | ColumnType::Decimal(_) => {
+            Kind::Number
+        }
         ColumnType::Text => Kind::Text,
         ColumnType::Bool => Kind::Bool,
         ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => Kind::Date,
@@ -145,9 +144,14 @@ fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String>
         ColumnType::Timestamp | ColumnType::TimestampTz
             if parse_field(ColumnType::Date, true, raw.as_bytes()).is_ok() =>
         {
+            let zone = if ty == ColumnType::TimestampTz {
+                "+00:00"
+            } else {
+                ""
+            };
             widened = match op {
-                Op::Max => format!("{} 23:59:59.999999", raw.trim()),
-                _ => format!("{} 00:00:00", raw.trim()),
+                Op::Max => format!("{} 23:59:59.999999{zone}", raw.trim()),
+                _ => format!("{} 00:00:00{zone}", raw.trim()),
             };
             widened.as_str()
         }
@@ -208,7 +212,9 @@ pub fn parse(def: &TypeDef, d: Dialect, pairs: &[(String, String)]) -> Result<Br
                 let ty = def.columns[i].ty;
                 let op = Op::parse(op)
                     .filter(|o| o.allowed(kind(ty)))
-                    .ok_or_else(|| bad(other, format!("not a filter for a {} column", ty.name())))?;
+                    .ok_or_else(|| {
+                        bad(other, format!("not a filter for a {} column", ty.name()))
+                    })?;
                 let value = value(d, ty, op, v).map_err(|e| bad(other, e))?;
                 b.conds.push(Cond { col: i, op, value });
             }
@@ -284,8 +290,12 @@ fn bind_col(sql: &mut Sql, def: &TypeDef, col: Option<usize>, raw: &str) {
 /// `SELECT tenant_id, col… FROM table WHERE … ORDER BY …` (without LIMIT).
 pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
     let mut sql = Sql::new(d);
-    sql.push("SELECT ").push(&ident(TENANT_COLUMN));
-    for c in &def.columns {
+    // Output columns get positional aliases, so ORDER BY and WHERE always mean the table's
+    // typed columns (PostgreSQL resolves a bare ORDER BY name to an output column first).
+    sql.push("SELECT ")
+        .push(&ident(TENANT_COLUMN))
+        .push(" AS out_t");
+    for (i, c) in def.columns.iter().enumerate() {
         sql.push(", ");
         match (d, c.ty) {
             (Dialect::Postgres, _) => sql.push(&format!("{}::text", ident(&c.name))),
@@ -295,8 +305,11 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
             )),
             (Dialect::Sqlite, _) => sql.push(&ident(&c.name)),
         };
+        sql.push(&format!(" AS out_{i}"));
     }
-    sql.push(" FROM ").push(&ident(&def.table)).push(" WHERE 1 = 1");
+    sql.push(" FROM ")
+        .push(&ident(&def.table))
+        .push(" WHERE 1 = 1");
     if let Some(t) = &b.tenant {
         sql.push(&format!(" AND {} = ", ident(TENANT_COLUMN)))
             .bind(Param::Text(t.clone()), None);
@@ -306,9 +319,15 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
         let e = expr(d, &col.name, col.ty);
         let cast = Some(pg_cast(col.ty));
         match c.op {
-            Op::Eq => sql.push(&format!(" AND {e} = ")).bind(c.value.clone(), cast),
-            Op::Min => sql.push(&format!(" AND {e} >= ")).bind(c.value.clone(), cast),
-            Op::Max => sql.push(&format!(" AND {e} <= ")).bind(c.value.clone(), cast),
+            Op::Eq => sql
+                .push(&format!(" AND {e} = "))
+                .bind(c.value.clone(), cast),
+            Op::Min => sql
+                .push(&format!(" AND {e} >= "))
+                .bind(c.value.clone(), cast),
+            Op::Max => sql
+                .push(&format!(" AND {e} <= "))
+                .bind(c.value.clone(), cast),
             Op::Has => {
                 let f = match d {
                     Dialect::Postgres => "strpos",

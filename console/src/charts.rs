@@ -29,7 +29,9 @@ pub fn esc(s: &str) -> String {
 pub fn last_days(today_ms: u64) -> Vec<String> {
     (0..30u64)
         .rev()
-        .map(|n| crate::tenants::utc_text(today_ms.saturating_sub(n * 86_400_000))[..10].to_string())
+        .map(|n| {
+            crate::tenants::utc_text(today_ms.saturating_sub(n * 86_400_000))[..10].to_string()
+        })
         .collect()
 }
 
@@ -127,14 +129,15 @@ pub fn duration_per_type(stats: &[DayStat], days: &[String]) -> String {
             .or_default()
             .insert(s.day.as_str(), s.duration_s);
     }
-    let max = nice_max(
-        stats
-            .iter()
-            .map(|s| s.duration_s)
-            .fold(0.0_f64, f64::max),
-    );
+    let max = nice_max(stats.iter().map(|s| s.duration_s).fold(0.0_f64, f64::max));
     let mut out = String::new();
-    frame(&mut out, "Mean duration per type, last 30 days", days, max, "s");
+    frame(
+        &mut out,
+        "Mean duration per type, last 30 days",
+        days,
+        max,
+        "s",
+    );
     let plot_h = H - TOP - BOTTOM;
     let step = (W - LEFT) / days.len().max(1) as f64;
     for (n, (module, by_day)) in per_type.iter().enumerate() {

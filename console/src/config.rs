@@ -69,7 +69,11 @@ pub struct Cli {
     #[arg(long, env = "CONSOLE_USERS_FILE")]
     pub users_file: Option<PathBuf>,
     /// sso mode: header carrying the signed-in user (oauth2-proxy: X-Forwarded-Email).
-    #[arg(long, env = "CONSOLE_SSO_USER_HEADER", default_value = "x-forwarded-email")]
+    #[arg(
+        long,
+        env = "CONSOLE_SSO_USER_HEADER",
+        default_value = "x-forwarded-email"
+    )]
     pub sso_user_header: String,
     /// sso mode: header carrying the shared secret the SSO proxy adds to every request.
     #[arg(
@@ -271,8 +275,10 @@ impl Config {
                     .as_ref()
                     .ok_or_else(|| usage(key, "required with --auth sso"))?;
                 let secret = read_secret(key, path, 16)?;
-                let user_header =
-                    header_name("CONSOLE_SSO_USER_HEADER (--sso-user-header)", &cli.sso_user_header)?;
+                let user_header = header_name(
+                    "CONSOLE_SSO_USER_HEADER (--sso-user-header)",
+                    &cli.sso_user_header,
+                )?;
                 let secret_header = header_name(
                     "CONSOLE_SSO_SECRET_HEADER (--sso-secret-header)",
                     &cli.sso_secret_header,
@@ -299,7 +305,10 @@ impl Config {
         let session_key = match &cli.session_key_file {
             Some(path) => {
                 let bytes = read_secret("CONSOLE_SESSION_KEY_FILE (--session-key-file)", path, 32)?;
-                SessionKey(blake3::derive_key("authproxy console session key v1", &bytes))
+                SessionKey(blake3::derive_key(
+                    "authproxy console session key v1",
+                    &bytes,
+                ))
             }
             None => SessionKey(rand::random()),
         };
@@ -368,27 +377,23 @@ fn kube_config(cli: &Cli) -> Result<KubeConfig, UsageError> {
         ) {
             (Ok(h), Ok(p)) if h.contains(':') => format!("https://[{h}]:{p}"),
             (Ok(h), Ok(p)) => format!("https://{h}:{p}"),
-            _ => {
-                return Err(usage(
-                    key,
-                    "required with --rerun kubernetes outside a pod (KUBERNETES_SERVICE_HOST unset)",
-                ))
-            }
+            _ => return Err(usage(
+                key,
+                "required with --rerun kubernetes outside a pod (KUBERNETES_SERVICE_HOST unset)",
+            )),
         },
     };
     reqwest::Url::parse(&api_url).map_err(|e| usage(key, format!("{api_url:?}: {e}")))?;
     let namespace = match &cli.kube_namespace {
         Some(n) => n.trim().to_string(),
-        None => std::fs::read_to_string(
-            "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
-        )
-        .map(|s| s.trim().to_string())
-        .map_err(|_| {
-            usage(
-                "POD_NAMESPACE (--kube-namespace)",
-                "required with --rerun kubernetes outside a pod",
-            )
-        })?,
+        None => std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .map(|s| s.trim().to_string())
+            .map_err(|_| {
+                usage(
+                    "POD_NAMESPACE (--kube-namespace)",
+                    "required with --rerun kubernetes outside a pod",
+                )
+            })?,
     };
     if namespace.is_empty() {
         return Err(usage("POD_NAMESPACE (--kube-namespace)", "is empty"));

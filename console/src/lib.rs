@@ -98,7 +98,10 @@ impl AppState {
 }
 
 /// Serves the console until `shutdown` resolves, then drains open requests (SSE streams end).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let addr = config.listen;
     let state = AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind(addr)

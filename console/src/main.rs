@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
-use clap::Parser;
 use admin_console::config::{Cli, CliCommand, Config, EX_USAGE};
+use clap::Parser;
 
 fn usage_exit(message: &str) -> ! {
     eprintln!("console: {}", message.replace('\n', " "));

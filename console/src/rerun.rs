@@ -75,11 +75,7 @@ fn database_url(url: &DatabaseUrl) -> String {
 }
 
 impl Runner {
-    pub fn new(
-        mode: Rerun,
-        database: &DatabaseUrl,
-        registry: PathBuf,
-    ) -> Result<Self, RerunError> {
+    pub fn new(mode: Rerun, database: &DatabaseUrl, registry: PathBuf) -> Result<Self, RerunError> {
         let kube = match &mode {
             Rerun::Kubernetes(k) => {
                 let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
@@ -214,9 +210,8 @@ pub fn job_from_cronjob(
         .iter()
         .position(|c| c["name"] == "importer")
         .unwrap_or(0);
-    containers[idx]["args"] = json!([
-        "run", "--tenant", run.tenant, "--type", run.module, "--date", date
-    ]);
+    containers[idx]["args"] =
+        json!(["run", "--tenant", run.tenant, "--type", run.module, "--date", date]);
     let mut labels = cronjob["spec"]["jobTemplate"]["metadata"]["labels"]
         .as_object()
         .cloned()

@@ -195,7 +195,9 @@ fn pg_query(sql: &Sql) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres:
 }
 
 fn pg_row(row: &sqlx::postgres::PgRow) -> Result<TextRow, sqlx::Error> {
-    (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect()
+    (0..row.len())
+        .map(|i| row.try_get::<Option<String>, _>(i))
+        .collect()
 }
 
 impl Store {
@@ -262,6 +264,9 @@ impl Store {
             Backend::Sqlite(lite) => {
                 let lite = lite.clone();
                 tokio::task::spawn_blocking(move || {
+                    if !lite.path.exists() {
+                        return Err(StoreError::NotMigrated);
+                    }
                     let conn = lite.open().map_err(lite_err(&lite.path))?;
                     let mut out = Vec::new();
                     let r = lite_rows(&conn, &sql, |row| {

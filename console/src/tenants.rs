@@ -110,9 +110,7 @@ pub async fn fetch_all(http: &reqwest::Client, urls: &[reqwest::Url]) -> (Vec<Ro
                         source: source.clone(),
                         tenant,
                         expires_at: st.expires_at_ms.map(utc_text),
-                        expires_in_s: st
-                            .expires_at_ms
-                            .map(|e| (e as i64 - now as i64) / 1000),
+                        expires_in_s: st.expires_at_ms.map(|e| (e as i64 - now as i64) / 1000),
                         status: st,
                     });
                 }

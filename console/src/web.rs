@@ -33,11 +33,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runs.html", include_str!("../templates/runs.html")),
     ("run.html", include_str!("../templates/run.html")),
     ("run_live.html", include_str!("../templates/run_live.html")),
-    ("later_runs.html", include_str!("../templates/later_runs.html")),
-    ("rejects_rows.html", include_str!("../templates/rejects_rows.html")),
-    ("rerun_confirm.html", include_str!("../templates/rerun_confirm.html")),
-    ("rerun_started.html", include_str!("../templates/rerun_started.html")),
-    ("data_index.html", include_str!("../templates/data_index.html")),
+    (
+        "later_runs.html",
+        include_str!("../templates/later_runs.html"),
+    ),
+    (
+        "rejects_rows.html",
+        include_str!("../templates/rejects_rows.html"),
+    ),
+    (
+        "rerun_confirm.html",
+        include_str!("../templates/rerun_confirm.html"),
+    ),
+    (
+        "rerun_started.html",
+        include_str!("../templates/rerun_started.html"),
+    ),
+    (
+        "data_index.html",
+        include_str!("../templates/data_index.html"),
+    ),
     ("data.html", include_str!("../templates/data.html")),
     ("tenants.html", include_str!("../templates/tenants.html")),
     ("charts.html", include_str!("../templates/charts.html")),
@@ -82,7 +97,9 @@ pub fn templates() -> Environment<'static> {
     }
     env.add_filter("int", |v: i64| fmt_int(v));
     env.add_filter("secs", |v: f64| fmt_secs(v));
-    env.add_filter("rate", |v: f64| format!("{} rows/s", fmt_int(v.round() as i64)));
+    env.add_filter("rate", |v: f64| {
+        format!("{} rows/s", fmt_int(v.round() as i64))
+    });
     env.add_filter("urlencode_pairs", |v: Value| -> String {
         let mut out = String::new();
         if let Ok(iter) = v.try_iter() {
@@ -262,12 +279,13 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn require_csrf(user: &User, form_token: Option<&str>, headers: &HeaderMap) -> Result<(), AppError> {
-    let submitted = form_token.or_else(|| {
-        headers
-            .get(auth::CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-    });
+fn require_csrf(
+    user: &User,
+    form_token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), AppError> {
+    let submitted =
+        form_token.or_else(|| headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()));
     if auth::csrf_ok(user, submitted) {
         Ok(())
     } else {
@@ -282,11 +300,18 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Result<Response, AppError> {
+async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, AppError> {
     if let Access::Sso { .. } = state.config.access {
         return Ok(Redirect::to("/runs").into_response());
     }
-    page(&state, "login.html", context! { next => safe_next(q.next.as_deref()), error => () })
+    page(
+        &state,
+        "login.html",
+        context! { next => safe_next(q.next.as_deref()), error => () },
+    )
 }
 
 #[derive(Deserialize)]
@@ -296,7 +321,10 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Result<Response, AppError> {
+async fn login(
+    State(state): State<AppState>,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, AppError> {
     let Access::Password(users) = &state.config.access else {
         return Err(AppError::NotFound("no password login in SSO mode".into()));
     };
@@ -402,7 +430,9 @@ async fn runs_page(
     let status = nonempty(q.status);
     if let Some(s) = &status {
         if !runs::STATUSES.contains(&s.as_str()) {
-            return Err(AppError::BadRequest(format!("status: unknown status {s:?}")));
+            return Err(AppError::BadRequest(format!(
+                "status: unknown status {s:?}"
+            )));
         }
     }
     let before = match nonempty(q.before) {
@@ -422,7 +452,12 @@ async fn runs_page(
     };
     let (list, more) = runs::list(&state.store, &filter).await?;
     let tenants = runs::distinct(&state.store, "tenant").await?;
-    let modules: Vec<String> = state.config.registry.types().map(|t| t.module.clone()).collect();
+    let modules: Vec<String> = state
+        .config
+        .registry
+        .types()
+        .map(|t| t.module.clone())
+        .collect();
     let mut keep: Vec<(String, String)> = Vec::new();
     for (k, v) in [
         ("tenant", &filter.tenant),
@@ -498,7 +533,11 @@ async fn rejects_rows(
 ) -> Result<Response, AppError> {
     let (rejects, more) = runs::rejects(&state.store, id, q.after).await?;
     let next_after = more.then(|| rejects.last().map_or(0, |r| r.id));
-    page(&state, "rejects_rows.html", context! { run => context!{ id }, rejects, next_after })
+    page(
+        &state,
+        "rejects_rows.html",
+        context! { run => context!{ id }, rejects, next_after },
+    )
 }
 
 /// Streams CSV rows from a channel of text rows.
@@ -539,7 +578,10 @@ fn csv_response(
     });
     let mut r = axum::body::Body::from_stream(stream).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -567,7 +609,11 @@ async fn rejects_csv(
     let header_row = ["id", "file", "line", "column", "reason", "raw_record"]
         .map(String::from)
         .to_vec();
-    Ok(csv_response(format!("run-{id}-rejects.csv"), header_row, rx))
+    Ok(csv_response(
+        format!("run-{id}-rejects.csv"),
+        header_row,
+        rx,
+    ))
 }
 
 /// Server-sent events for a run page: `run` (the progress block) and `later` (re-runs), sent
@@ -591,12 +637,21 @@ async fn run_events(
             };
             let later = runs::later(&state.store, &run).await.unwrap_or_default();
             let live = render(&state, "run_live.html", context! { run }).unwrap_or_default();
-            let later_html = render(&state, "later_runs.html", context! { later }).unwrap_or_default();
-            if live != last.0 && tx.send(Event::default().event("run").data(&live)).await.is_err() {
+            let later_html =
+                render(&state, "later_runs.html", context! { later }).unwrap_or_default();
+            if live != last.0
+                && tx
+                    .send(Event::default().event("run").data(&live))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             if later_html != last.1
-                && tx.send(Event::default().event("later").data(&later_html)).await.is_err()
+                && tx
+                    .send(Event::default().event("later").data(&later_html))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -616,9 +671,11 @@ async fn run_events(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -652,19 +709,28 @@ async fn rerun(
     }
     require_csrf(&user, f.csrf.as_deref(), &headers)?;
     if f.confirm.as_deref() != Some("yes") {
-        return Err(AppError::BadRequest("confirm: the re-run was not confirmed".into()));
+        return Err(AppError::BadRequest(
+            "confirm: the re-run was not confirmed".into(),
+        ));
     }
     let run = load_run(&state, id).await?;
-    let started = state.rerun.start(&run, &user.name).await.map_err(|e| match e {
-        crate::rerun::RerunError::Busy(_) => AppError::Conflict(e.to_string()),
-        crate::rerun::RerunError::NoDate(_) | crate::rerun::RerunError::Off => {
-            AppError::BadRequest(e.to_string())
-        }
-        other => AppError::Internal(other.to_string()),
-    })?;
+    let started = state
+        .rerun
+        .start(&run, &user.name)
+        .await
+        .map_err(|e| match e {
+            crate::rerun::RerunError::Busy(_) => AppError::Conflict(e.to_string()),
+            crate::rerun::RerunError::NoDate(_) | crate::rerun::RerunError::Off => {
+                AppError::BadRequest(e.to_string())
+            }
+            other => AppError::Internal(other.to_string()),
+        })?;
     let what = match &started {
         crate::rerun::Started::Process { pid } => {
-            format!("importer process {}", pid.map_or("?".into(), |p| p.to_string()))
+            format!(
+                "importer process {}",
+                pid.map_or("?".into(), |p| p.to_string())
+            )
         }
         crate::rerun::Started::Job { name } => format!("Kubernetes Job {name}"),
     };
@@ -686,10 +752,17 @@ async fn data_index(State(state): State<AppState>, user: User) -> Result<Respons
             }
         })
         .collect();
-    page(&state, "data_index.html", context! { title => "Data", nav => "data", user, types })
+    page(
+        &state,
+        "data_index.html",
+        context! { title => "Data", nav => "data", user, types },
+    )
 }
 
-fn type_def(state: &AppState, module: &str) -> Result<std::sync::Arc<importer::registry::TypeDef>, AppError> {
+fn type_def(
+    state: &AppState,
+    module: &str,
+) -> Result<std::sync::Arc<importer::registry::TypeDef>, AppError> {
     state
         .config
         .registry
@@ -771,16 +844,17 @@ async fn data_csv(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
     let def = type_def(&state, &module)?;
-    let pairs: Vec<(String, String)> = pairs
-        .into_iter()
-        .filter(|(k, _)| k != "after")
-        .collect();
+    let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "after").collect();
     let b = browse::parse(&def, state.store.dialect(), &pairs)?;
     let sql = browse::select(&def, state.store.dialect(), &b);
     let header_row = std::iter::once(importer::registry::TENANT_COLUMN.to_string())
         .chain(def.columns.iter().map(|c| c.name.clone()))
         .collect();
-    Ok(csv_response(format!("{}.csv", def.table), header_row, state.store.stream(sql)))
+    Ok(csv_response(
+        format!("{}.csv", def.table),
+        header_row,
+        state.store.stream(sql),
+    ))
 }
 
 // ------------------------------------------------------------ tenants, charts --
@@ -791,7 +865,7 @@ async fn tenants_page(State(state): State<AppState>, user: User) -> Result<Respo
         &state,
         "tenants.html",
         context! { title => "Tenants", nav => "tenants", user, rows, sources,
-                   configured => !state.config.sidecars.is_empty() },
+        configured => !state.config.sidecars.is_empty() },
     )
 }
 
@@ -826,9 +900,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 const STATIC: &[(&str, &str, &[u8])] = &[
-    ("htmx.min.js", "text/javascript", include_bytes!("../static/htmx.min.js")),
-    ("htmx-ext-sse.js", "text/javascript", include_bytes!("../static/htmx-ext-sse.js")),
-    ("console.css", "text/css", include_bytes!("../static/console.css")),
+    (
+        "htmx.min.js",
+        "text/javascript",
+        include_bytes!("../static/htmx.min.js"),
+    ),
+    (
+        "htmx-ext-sse.js",
+        "text/javascript",
+        include_bytes!("../static/htmx-ext-sse.js"),
+    ),
+    (
+        "console.css",
+        "text/css",
+        include_bytes!("../static/console.css"),
+    ),
 ];
 
 async fn static_file(Path(name): Path<String>) -> Response {
@@ -836,7 +922,10 @@ async fn static_file(Path(name): Path<String>) -> Response {
         Some((_, ty, body)) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(ty)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=3600"),
+                ),
             ],
             *body,
         )
@@ -860,7 +949,10 @@ async fn around(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if !path.starts_with("/static/") {

@@ -10,7 +10,9 @@ fn registry() -> Registry {
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A crafted value changes only the bound parameters, never the SQL text.
@@ -37,7 +39,12 @@ fn unknown_columns_are_refused() {
     let d = Dialect::Postgres;
     let e = parse(def, d, &pairs(&[("name\"; DROP TABLE x; --.eq", "1")])).unwrap_err();
     assert!(e.problem.contains("not a column"), "{e}");
-    assert_eq!(parse(def, d, &pairs(&[("sort", "1; DROP")])).unwrap_err().param, "sort");
+    assert_eq!(
+        parse(def, d, &pairs(&[("sort", "1; DROP")]))
+            .unwrap_err()
+            .param,
+        "sort"
+    );
     // contains is for text only; ranges for numbers and dates only.
     assert!(parse(def, d, &pairs(&[("customer_id.has", "1")])).is_err());
     assert!(parse(def, d, &pairs(&[("name.min", "a")])).is_err());
@@ -55,14 +62,28 @@ fn typed_conditions() {
     let b = parse(
         def,
         Dialect::Postgres,
-        &pairs(&[("total.min", "10.5"), ("order_date.max", "2026-01-31"), ("status.eq", "open")]),
+        &pairs(&[
+            ("total.min", "10.5"),
+            ("order_date.max", "2026-01-31"),
+            ("status.eq", "open"),
+        ]),
     )
     .unwrap();
     let sql = select(def, Dialect::Postgres, &b);
-    assert!(sql.text.contains("\"total\" >= $1::numeric"), "{}", sql.text);
-    assert!(sql.text.contains("\"order_date\" <= $2::date"), "{}", sql.text);
+    assert!(
+        sql.text.contains("\"total\" >= $1::numeric"),
+        "{}",
+        sql.text
+    );
+    assert!(
+        sql.text.contains("\"order_date\" <= $2::date"),
+        "{}",
+        sql.text
+    );
     assert!(sql.text.contains("\"status\" = $3::text"), "{}", sql.text);
-    assert!(sql.text.ends_with("ORDER BY \"tenant_id\" ASC, \"order_id\" ASC"));
+    assert!(sql
+        .text
+        .ends_with("ORDER BY \"tenant_id\" ASC, \"order_id\" ASC"));
 }
 
 /// A cursor from one page's last row continues after it, and a forged cursor is refused.
@@ -83,11 +104,22 @@ fn keyset_cursor() {
         None,
     ];
     let c = cursor_after(def, &b, &row);
-    let next = parse(def, d, &pairs(&[("sort", "currency"), ("dir", "desc"), ("after", &c)])).unwrap();
-    assert_eq!(next.after, Some(vec![None, Some("acme".into()), Some("7".into())]));
+    let next = parse(
+        def,
+        d,
+        &pairs(&[("sort", "currency"), ("dir", "desc"), ("after", &c)]),
+    )
+    .unwrap();
+    assert_eq!(
+        next.after,
+        Some(vec![None, Some("acme".into()), Some("7".into())])
+    );
     let sql = select(def, d, &next);
     assert!(sql.text.contains("(\"currency\" IS NULL AND (\"tenant_id\", \"order_id\") < ($1::text, $2::bigint)) OR \"currency\" IS NOT NULL"), "{}", sql.text);
-    assert!(sql.text.ends_with("ORDER BY \"currency\" DESC NULLS FIRST, \"tenant_id\" DESC, \"order_id\" DESC"));
-    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"[null,"acme","1 OR 1=1"]"#);
+    assert!(sql.text.ends_with(
+        "ORDER BY \"currency\" DESC NULLS FIRST, \"tenant_id\" DESC, \"order_id\" DESC"
+    ));
+    let forged =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"[null,"acme","1 OR 1=1"]"#);
     assert!(parse(def, d, &pairs(&[("sort", "currency"), ("after", &forged)])).is_err());
 }
