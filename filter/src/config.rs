@@ -1,9 +1,13 @@
 //! Plugin configuration, parsed and validated once in `on_configure`.
 //!
-//! The same `.wasm` runs in two roles, chosen by the plugin's `root_id`:
+//! The same `.wasm` runs in several roles, chosen by the plugin's `root_id`:
 //! - `token_fetcher`: a singleton Wasm service that long-polls the sidecar and
 //!   publishes tokens into shared data;
 //! - `bearer_injector`: the HTTP filter on every worker.
+//!
+//! A new role (for example a response cache) adds its root id and its
+//! config type here, its module beside `injector.rs`, and one arm in
+//! `wasm.rs`'s `Role`.
 
 use serde::Deserialize;
 
@@ -19,6 +23,8 @@ pub const SNAPSHOT_KEY: &str = "authproxy.tokens";
 pub const VERSION_KEY: &str = "authproxy.version";
 /// Shared queue on which filters report upstream 401s to the fetcher.
 pub const REJECTION_QUEUE: &str = "authproxy.rejections";
+/// Largest `clock_allowance_ms`: it is an allowance, not a second margin.
+pub const MAX_CLOCK_ALLOWANCE_MS: u64 = 5_000;
 
 /// Configuration of the `bearer_injector` HTTP filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +35,11 @@ pub struct InjectorConfig {
     pub default_tenant: Option<String>,
     /// How often each worker refreshes its VM-local copy from shared data.
     pub tick_ms: u64,
-    /// A token is dropped this long before its `expires_at_ms`.
-    pub expiry_margin_ms: u64,
+    /// A token is dropped this long before its `expires_at_ms` (the instant
+    /// the sidecar stops serving it): room for tick lateness and clock
+    /// differences between Envoy and the sidecar, nothing more. The sidecar
+    /// owns the expiry rule (issue 10).
+    pub clock_allowance_ms: u64,
     /// `Retry-After` value (seconds) on a 503, ready to send.
     pub retry_after: String,
     /// vm_id whose shared queue carries 401 reports (the fetcher's).
@@ -57,7 +66,9 @@ struct RawInjector {
     tenant_header: Option<String>,
     default_tenant: Option<String>,
     tick_ms: Option<u64>,
-    expiry_margin_ms: Option<u64>,
+    clock_allowance_ms: Option<u64>,
+    /// Renamed: refused with a message that says so.
+    expiry_margin_ms: Option<serde_json::Value>,
     retry_after_secs: Option<u32>,
     vm_id: Option<String>,
 }
@@ -87,13 +98,6 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn valid_tenant(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 impl InjectorConfig {
     /// Parses and validates the JSON plugin configuration.
     pub fn parse(bytes: &[u8]) -> Result<InjectorConfig, String> {
@@ -111,9 +115,10 @@ impl InjectorConfig {
             return Err("tenant_header: must not be authorization".into());
         }
         if let Some(t) = &raw.default_tenant {
-            if !valid_tenant(t) {
+            if !protocol::valid_tenant_id(t) {
                 return Err(format!(
-                    "default_tenant: {t:?} is not a tenant id (1-64 of [A-Za-z0-9._-])"
+                    "default_tenant: {t:?} is not a tenant id ({})",
+                    protocol::TENANT_ID_RULE
                 ));
             }
         }
@@ -121,10 +126,19 @@ impl InjectorConfig {
         if !(1..=1000).contains(&tick_ms) {
             return Err(format!("tick_ms: {tick_ms} is not in 1..=1000"));
         }
-        let expiry_margin_ms = raw.expiry_margin_ms.unwrap_or(2000);
-        if expiry_margin_ms < 2 * tick_ms {
+        if raw.expiry_margin_ms.is_some() {
+            return Err(
+                "expiry_margin_ms: renamed to clock_allowance_ms, which is only \
+                 an allowance for tick lateness and clock skew (default 100); the \
+                 sidecar's expires_at_ms decides when a token stops being used"
+                    .into(),
+            );
+        }
+        let clock_allowance_ms = raw.clock_allowance_ms.unwrap_or(100.max(2 * tick_ms));
+        if clock_allowance_ms < 2 * tick_ms || clock_allowance_ms > MAX_CLOCK_ALLOWANCE_MS {
             return Err(format!(
-                "expiry_margin_ms: {expiry_margin_ms} must be at least twice tick_ms ({tick_ms})"
+                "clock_allowance_ms: {clock_allowance_ms} must be at least twice tick_ms \
+                 ({tick_ms}) and at most {MAX_CLOCK_ALLOWANCE_MS}"
             ));
         }
         let retry_after_secs = raw.retry_after_secs.unwrap_or(1);
@@ -136,7 +150,7 @@ impl InjectorConfig {
             tenant_header,
             default_tenant: raw.default_tenant,
             tick_ms,
-            expiry_margin_ms,
+            clock_allowance_ms,
             retry_after: retry_after_secs.to_string(),
             vm_id,
         })
@@ -155,9 +169,10 @@ impl FetcherConfig {
             .sidecar_authority
             .unwrap_or_else(|| sidecar_cluster.clone());
         let poll_wait_ms = raw.poll_wait_ms.unwrap_or(25_000);
-        if !(100..=60_000).contains(&poll_wait_ms) {
+        if !(100..=protocol::MAX_WAIT_MS).contains(&poll_wait_ms) {
             return Err(format!(
-                "poll_wait_ms: {poll_wait_ms} is not in 100..=60000"
+                "poll_wait_ms: {poll_wait_ms} is not in 100..={}",
+                protocol::MAX_WAIT_MS
             ));
         }
         let retry_initial_ms = raw.retry_initial_ms.unwrap_or(200);
@@ -189,6 +204,7 @@ mod tests {
         assert_eq!(c.tenant_header, "x-tenant-id");
         assert_eq!(c.default_tenant, None);
         assert_eq!(c.tick_ms, 20);
+        assert_eq!(c.clock_allowance_ms, 100);
         let f = FetcherConfig::parse(b"{}").unwrap();
         assert_eq!(f.sidecar_cluster, "sidecar");
         assert_eq!(f.poll_wait_ms, 25_000);
@@ -203,8 +219,13 @@ mod tests {
             (r#"{"default_tenant": "no spaces"}"#, "default_tenant"),
             (r#"{"tick_ms": 0}"#, "tick_ms"),
             (
-                r#"{"tick_ms": 100, "expiry_margin_ms": 150}"#,
-                "expiry_margin_ms",
+                r#"{"tick_ms": 100, "clock_allowance_ms": 150}"#,
+                "clock_allowance_ms",
+            ),
+            (r#"{"clock_allowance_ms": 60000}"#, "clock_allowance_ms"),
+            (
+                r#"{"expiry_margin_ms": 5000}"#,
+                "renamed to clock_allowance_ms",
             ),
             (r#"{"typo": 1}"#, "typo"),
             (r#"not json"#, "not valid"),

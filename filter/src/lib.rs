@@ -1,7 +1,7 @@
 //! proxy-wasm filter that injects each tenant's bearer token, handed over by
 //! the sidecar, into every request through Envoy.
 //!
-//! One `.wasm`, two roles, chosen by `root_id`:
+//! One `.wasm`, one role per root context, chosen by `root_id`:
 //! - `token_fetcher`, a singleton Wasm service on Envoy's main thread, is the
 //!   only part that talks to the sidecar. It long-polls `GET /v1/tokens`,
 //!   publishes each snapshot into shared data, and forwards upstream-401
@@ -11,14 +11,25 @@
 //!   makes one hash lookup and one header write.
 //!
 //! # Layout
-//! - [`config`]: both roles' plugin configuration, validated in `on_configure`.
-//! - [`table`]: the VM-local token table and its counters.
-//! - [`inject`]: per-request logic over the [`inject::Host`] trait.
-//! - [`poll`]: the fetcher's long-poll and report state machine.
-//! - `wasm` (wasm32 only): the thin adapters over `proxy_wasm::hostcalls`.
+//! - [`config`]: each role's plugin configuration, validated in `on_configure`.
+//! - [`host`]: the small traits the logic uses instead of host calls.
+//! - [`fetcher`]: the fetcher role over [`host::Calls`]; [`poll`] is its pure
+//!   long-poll and report state machine.
+//! - [`injector`]: the injector role over [`host::Stream`] (per request) and
+//!   [`host::Worker`] (the tick); [`table`] is its VM-local token table.
+//! - [`metrics`]: hot-path counters flushed to Envoy stats on the tick.
+//! - `wasm` (wasm32 only): the thin adapters over `proxy_wasm::hostcalls`
+//!   and the `Role` dispatch.
+//!
+//! A new role (for example a response cache) gets its own module beside
+//! `injector`, its config in [`config`], and one arm in `wasm`'s `Role`.
+//! The wire format of the token API comes from the `protocol` crate.
 
 pub mod config;
-pub mod inject;
+pub mod fetcher;
+pub mod host;
+pub mod injector;
+pub mod metrics;
 pub mod poll;
 pub mod table;
 

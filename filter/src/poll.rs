@@ -55,10 +55,7 @@ impl Poller {
 
     /// The path of the next poll: immediate on start-up, long-poll after.
     pub fn path(&self) -> String {
-        match self.after {
-            None => "/v1/tokens".to_string(),
-            Some(v) => format!("/v1/tokens?after={v}&wait_ms={}", self.cfg.poll_wait_ms),
-        }
+        protocol::poll_path(self.after, self.cfg.poll_wait_ms)
     }
 
     /// Timeout of one poll: the long-poll wait plus slack.
@@ -121,15 +118,11 @@ impl Poller {
         let text = std::str::from_utf8(message).ok()?;
         let (tenant, version) = text.rsplit_once(':')?;
         let version: u64 = version.parse().ok()?;
-        let valid = !tenant.is_empty()
-            && tenant
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !valid || self.reported.get(tenant) == Some(&version) {
+        if !protocol::valid_tenant_id(tenant) || self.reported.get(tenant) == Some(&version) {
             return None;
         }
         self.reported.insert(tenant.to_string(), version);
-        Some(format!("/v1/tenants/{tenant}/rejected?version={version}"))
+        Some(protocol::rejected_path(tenant, version))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use crate::metrics::Counter;
 
 /// A token ready to be written as the `authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +23,9 @@ pub struct Token {
 /// flushed to Envoy's stats on the tick.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub injected: Cell<u64>,
-    pub no_token: Cell<u64>,
-    pub upstream_401: Cell<u64>,
+    pub injected: Counter,
+    pub no_token: Counter,
+    pub upstream_401: Counter,
 }
 
 /// One tenant's state.
@@ -49,24 +49,13 @@ pub struct Table {
     version: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct WireSnapshot {
-    version: u64,
-    tenants: HashMap<String, Option<WireToken>>,
-}
-
-#[derive(Deserialize)]
-struct WireToken {
-    header: String,
-    expires_at_ms: u64,
-    version: u64,
+fn parse(bytes: &[u8]) -> Result<protocol::Snapshot<'_>, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("sidecar snapshot is not valid: {e}"))
 }
 
 /// Parses a snapshot only to check it, without loading it.
 pub fn snapshot_version(bytes: &[u8]) -> Result<u64, String> {
-    serde_json::from_slice::<WireSnapshot>(bytes)
-        .map(|s| s.version)
-        .map_err(|e| format!("sidecar snapshot is not valid: {e}"))
+    parse(bytes).map(|s| s.version)
 }
 
 impl Table {
@@ -89,8 +78,9 @@ impl Table {
 
     /// Loads a snapshot. Returns the slots of tenants seen for the first time.
     ///
-    /// A tenant listed with a token gets that token, unless it is already
-    /// within `margin_ms` of expiring at `now_ms` or is not a valid bearer
+    /// A tenant listed with a token gets that token, unless `now_ms` is
+    /// already within `allowance_ms` of its `expires_at_ms` (the instant the
+    /// sidecar stops serving it) or it is not a valid bearer
     /// header. A tenant listed without one keeps the token this VM holds, if
     /// that is still valid: tokens leave the table only by expiring or being
     /// replaced, so a restarted sidecar, whose first snapshot has no tokens,
@@ -100,11 +90,10 @@ impl Table {
         &mut self,
         bytes: &[u8],
         now_ms: u64,
-        margin_ms: u64,
+        allowance_ms: u64,
     ) -> Result<Vec<usize>, String> {
-        let snap: WireSnapshot = serde_json::from_slice(bytes)
-            .map_err(|e| format!("sidecar snapshot is not valid: {e}"))?;
-        let deadline = now_ms.saturating_add(margin_ms);
+        let snap = parse(bytes)?;
+        let deadline = now_ms.saturating_add(allowance_ms);
         for slot in &mut self.slots {
             slot.known = false;
         }
@@ -116,7 +105,7 @@ impl Table {
                     let i = self.slots.len();
                     self.index.insert(name.as_bytes().into(), i);
                     self.slots.push(Slot {
-                        name,
+                        name: name.into_owned(),
                         known: false,
                         token: None,
                         reported: Cell::new(0),
@@ -130,7 +119,7 @@ impl Table {
                 .filter(|w| w.expires_at_ms > deadline)
                 .filter(|w| valid_bearer(w.header.as_bytes()))
                 .map(|w| Token {
-                    header: w.header.into_bytes(),
+                    header: w.header.into_owned().into_bytes(),
                     expires_at_ms: w.expires_at_ms,
                     version: w.version,
                 });
@@ -155,10 +144,10 @@ impl Table {
         Ok(added)
     }
 
-    /// Drops every token that expires within `margin_ms` of `now_ms`; returns
-    /// how many were dropped.
-    pub fn drop_expiring(&mut self, now_ms: u64, margin_ms: u64) -> usize {
-        let deadline = now_ms.saturating_add(margin_ms);
+    /// Drops every token whose `expires_at_ms` is within `allowance_ms` of
+    /// `now_ms`; returns how many were dropped.
+    pub fn drop_expiring(&mut self, now_ms: u64, allowance_ms: u64) -> usize {
+        let deadline = now_ms.saturating_add(allowance_ms);
         let mut dropped = 0;
         for slot in &mut self.slots {
             if slot
@@ -227,8 +216,8 @@ mod tests {
         assert!(!t.slot(t.lookup(b"b").unwrap()).unwrap().known);
     }
 
-    /// Tokens already inside the margin are never loaded, and the tick drops
-    /// tokens as they reach it.
+    /// Tokens already inside the allowance are never loaded, and the tick
+    /// drops tokens as they reach it.
     #[test]
     fn expiring_tokens_are_dropped() {
         let mut t = Table::default();
@@ -284,7 +273,7 @@ mod tests {
             b"Bearer x"
         );
         t.load(&snap(3, r#""a":null"#), 4900, 100).unwrap();
-        assert!(t.slot(a).unwrap().token.is_none(), "gone at its margin");
+        assert!(t.slot(a).unwrap().token.is_none(), "gone at its time");
         // A replacement still replaces.
         t.load(
             &snap(

@@ -1,22 +1,20 @@
-//! Adapters from proxy-wasm callbacks to the plain-Rust logic. Every host
-//! call's `Status` is handled; nothing here panics.
+//! The thin adapters: proxy-wasm callbacks dispatched to the roles, and the
+//! [`host`](crate::host) traits implemented over `proxy_wasm::hostcalls`.
+//! Every host call's `Status` is handled; nothing here panics, and nothing
+//! here decides anything.
 
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::{
-    FetcherConfig, InjectorConfig, FETCHER_ROOT_ID, INJECTOR_ROOT_ID, REJECTION_QUEUE,
-    SNAPSHOT_KEY, VERSION_KEY,
-};
-use crate::inject::{self, GlobalCounters, Host, Outcome};
-use crate::poll::{PollResult, Poller};
-use crate::table::Table;
+use crate::config::{FetcherConfig, InjectorConfig, FETCHER_ROOT_ID, INJECTOR_ROOT_ID};
+use crate::fetcher::{self, Fetcher};
+use crate::host::{Calls, HostError, Stream, Worker};
+use crate::injector::{Injector, Outcome};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -25,20 +23,107 @@ proxy_wasm::main! {{
     });
 }}
 
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn status(s: Status) -> HostError {
+    HostError(match s {
+        Status::Ok => "Ok",
+        Status::NotFound => "NotFound",
+        Status::BadArgument => "BadArgument",
+        Status::SerializationFailure => "SerializationFailure",
+        Status::ParseFailure => "ParseFailure",
+        Status::Empty => "Empty",
+        Status::CasMismatch => "CasMismatch",
+        Status::InternalFailure => "InternalFailure",
+        _ => "other",
+    })
 }
 
-/// A root context becomes a fetcher or an injector in `on_configure`.
+/// The host as seen from any context: all calls go to the current one.
+struct Envoy;
+
+impl Worker for Envoy {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_shared_data(key)
+            .map(|(v, _)| v)
+            .map_err(status)
+    }
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        hostcalls::define_metric(MetricType::Counter, name).ok()
+    }
+    fn increment_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
+        hostcalls::increment_metric(id, delta as i64).map_err(status)
+    }
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Option<u32> {
+        hostcalls::resolve_shared_queue(vm_id, name).ok().flatten()
+    }
+}
+
+impl Calls for Envoy {
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            None,
+            vec![],
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(status)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_shared_data(key, Some(value), None).map_err(status)
+    }
+    fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+        hostcalls::register_shared_queue(name).map_err(status)
+    }
+    fn dequeue(&self, queue: u32) -> Option<Vec<u8>> {
+        hostcalls::dequeue_shared_queue(queue).ok().flatten()
+    }
+}
+
+impl Stream for Envoy {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(status)
+    }
+    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
+            .map_err(status)
+    }
+    fn response_status(&self) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+    }
+    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        if let Err(s) = hostcalls::send_http_response(status, headers.to_vec(), Some(body)) {
+            error!("authproxy: cannot send the local reply {status}: {s:?}");
+        }
+    }
+}
+
+/// A root context becomes one role in `on_configure`.
 struct Root {
     context_id: u32,
     role: Role,
 }
 
+/// The roles one `.wasm` can play. A new role (a response cache, say) is a
+/// new arm here, its config in `config.rs` and its logic in its own module.
 enum Role {
     Unconfigured,
     Fetcher(Box<Fetcher>),
@@ -46,27 +131,36 @@ enum Role {
 }
 
 impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body: usize,
-        _trailers: usize,
-    ) {
-        if let Role::Fetcher(f) = &mut self.role {
-            f.on_response(self.context_id, token, body);
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
+        let Role::Fetcher(f) = &mut self.role else {
+            return;
+        };
+        let code = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok());
+        if !f.is_poll(token) {
+            // A report's answer: nothing to do but note failures.
+            if code != Some(202) {
+                warn!("authproxy: rejection report answered {code:?}");
+            }
+            return;
         }
+        let body = if body > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        f.on_poll_response(&Envoy, code, body.as_deref());
     }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         let id = self.context_id;
-        let bytes = match hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            size,
-        ) {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
             Ok(b) => b.unwrap_or_default(),
             Err(s) => {
                 error!("[{id}] authproxy: cannot read plugin configuration: {s:?}");
@@ -79,35 +173,32 @@ impl RootContext for Root {
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_default();
         let role = match root_id.as_str() {
-            FETCHER_ROOT_ID => {
-                FetcherConfig::parse(&bytes).map(|c| Role::Fetcher(Box::new(Fetcher::new(c))))
-            }
-            INJECTOR_ROOT_ID => {
-                InjectorConfig::parse(&bytes).map(|c| Role::Injector(Rc::new(Injector::new(c))))
-            }
+            FETCHER_ROOT_ID => FetcherConfig::parse(&bytes).map(|c| {
+                let mut f = Fetcher::new(c, &Envoy);
+                f.start(&Envoy);
+                (Role::Fetcher(Box::new(f)), fetcher::TICK_MS)
+            }),
+            INJECTOR_ROOT_ID => InjectorConfig::parse(&bytes).map(|c| {
+                let tick = c.tick_ms;
+                let i = Injector::new(c, &Envoy);
+                i.tick(&Envoy);
+                (Role::Injector(Rc::new(i)), tick)
+            }),
             other => Err(format!(
                 "root_id {other:?} is not {FETCHER_ROOT_ID:?} or {INJECTOR_ROOT_ID:?}"
             )),
         };
-        self.role = match role {
-            Ok(role) => role,
+        let tick = match role {
+            Ok((role, tick)) => {
+                self.role = role;
+                tick
+            }
             Err(e) => {
                 error!("[{id}] authproxy: bad configuration for {root_id}: {e}");
                 return false;
             }
         };
-        let tick = match &mut self.role {
-            Role::Fetcher(f) => {
-                f.start(id);
-                Duration::from_millis(50)
-            }
-            Role::Injector(i) => {
-                i.refresh(id);
-                Duration::from_millis(i.cfg.tick_ms)
-            }
-            Role::Unconfigured => return false,
-        };
-        if hostcalls::set_tick_period(tick).is_err() {
+        if hostcalls::set_tick_period(Duration::from_millis(tick)).is_err() {
             error!("[{id}] authproxy: cannot set the tick period");
             return false;
         }
@@ -117,15 +208,15 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         match &mut self.role {
-            Role::Fetcher(f) => f.tick(self.context_id),
-            Role::Injector(i) => i.refresh(self.context_id),
+            Role::Fetcher(f) => f.tick(&Envoy),
+            Role::Injector(i) => i.tick(&Envoy),
             Role::Unconfigured => {}
         }
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
         if let Role::Fetcher(f) = &mut self.role {
-            f.drain_reports(self.context_id, queue_id);
+            f.drain_reports(&Envoy, queue_id);
         }
     }
 
@@ -147,317 +238,6 @@ impl RootContext for Root {
     }
 }
 
-// ---- fetcher ---------------------------------------------------------------
-
-struct Fetcher {
-    poller: Poller,
-    queue: Option<u32>,
-    failures_metric: Option<u32>,
-    publish_metric: Option<u32>,
-}
-
-impl Fetcher {
-    fn new(cfg: FetcherConfig) -> Fetcher {
-        Fetcher {
-            poller: Poller::new(cfg),
-            queue: None,
-            failures_metric: hostcalls::define_metric(
-                MetricType::Counter,
-                "authproxy.fetcher.poll_failures",
-            )
-            .ok(),
-            publish_metric: hostcalls::define_metric(
-                MetricType::Counter,
-                "authproxy.fetcher.snapshots",
-            )
-            .ok(),
-        }
-    }
-
-    fn start(&mut self, id: u32) {
-        match hostcalls::register_shared_queue(REJECTION_QUEUE) {
-            Ok(q) => self.queue = Some(q),
-            Err(s) => warn!("[{id}] authproxy: cannot register the rejection queue: {s:?}"),
-        }
-        self.tick(id);
-    }
-
-    fn tick(&mut self, id: u32) {
-        let now = now_ms();
-        if !self.poller.due(now) {
-            return;
-        }
-        let cfg = self.poller.config();
-        let path = self.poller.path();
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", cfg.sidecar_authority.as_str()),
-        ];
-        match hostcalls::dispatch_http_call(
-            &cfg.sidecar_cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_millis(self.poller.timeout_ms()),
-        ) {
-            Ok(token) => self.poller.started(token),
-            Err(s) => {
-                let result = self.poller.finished(now, None, None);
-                self.failed(id, &result, &format!("dispatch: {s:?}"));
-            }
-        }
-    }
-
-    fn failed(&self, id: u32, result: &PollResult, extra: &str) {
-        if let PollResult::Failed { retry_in_ms, why } = result {
-            if let Some(m) = self.failures_metric {
-                let _ = hostcalls::increment_metric(m, 1);
-            }
-            warn!(
-                "[{id}] authproxy: token poll failed: {why} {extra}; retrying in {retry_in_ms} ms"
-            );
-        }
-    }
-
-    fn on_response(&mut self, id: u32, token: u32, body_size: usize) {
-        if !self.poller.is_poll(token) {
-            // A report's answer: nothing to do but note failures.
-            if let Ok(Some(status)) =
-                hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            {
-                if status != "202" {
-                    warn!("[{id}] authproxy: rejection report answered HTTP {status}");
-                }
-            }
-            return;
-        }
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u32>().ok());
-        let body = if body_size > 0 {
-            hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpCallResponseBody,
-                0,
-                body_size,
-            )
-            .ok()
-            .flatten()
-        } else {
-            None
-        };
-        let result = self.poller.finished(now_ms(), status, body.as_deref());
-        match &result {
-            PollResult::Publish(version) => {
-                let published = body
-                    .as_deref()
-                    .map(|b| hostcalls::set_shared_data(SNAPSHOT_KEY, Some(b), None))
-                    .unwrap_or(Err(proxy_wasm::types::Status::BadArgument))
-                    .and_then(|()| {
-                        hostcalls::set_shared_data(
-                            VERSION_KEY,
-                            Some(version.to_string().as_bytes()),
-                            None,
-                        )
-                    });
-                match published {
-                    Ok(()) => {
-                        if let Some(m) = self.publish_metric {
-                            let _ = hostcalls::increment_metric(m, 1);
-                        }
-                    }
-                    Err(s) => error!("[{id}] authproxy: cannot publish snapshot {version}: {s:?}"),
-                }
-                self.tick(id);
-            }
-            PollResult::Unchanged => self.tick(id),
-            PollResult::Failed { .. } => self.failed(id, &result, ""),
-        }
-    }
-
-    fn drain_reports(&mut self, id: u32, queue_id: u32) {
-        while let Ok(Some(message)) = hostcalls::dequeue_shared_queue(queue_id) {
-            let Some(path) = self.poller.report(&message) else {
-                continue;
-            };
-            let cfg = self.poller.config();
-            let headers = vec![
-                (":method", "POST"),
-                (":path", path.as_str()),
-                (":authority", cfg.sidecar_authority.as_str()),
-                ("content-length", "0"),
-            ];
-            if let Err(s) = hostcalls::dispatch_http_call(
-                &cfg.sidecar_cluster,
-                headers,
-                None,
-                vec![],
-                Duration::from_secs(5),
-            ) {
-                warn!("[{id}] authproxy: cannot report a rejected token: {s:?}");
-            }
-        }
-    }
-}
-
-// ---- injector --------------------------------------------------------------
-
-/// Metric ids of one tenant, defined when the tenant is first seen.
-struct TenantMetrics {
-    injected: Option<u32>,
-    no_token: Option<u32>,
-    upstream_401: Option<u32>,
-    /// Counter values already flushed.
-    flushed: [u64; 3],
-}
-
-/// The worker's state, shared by its root context and its requests.
-struct Injector {
-    cfg: InjectorConfig,
-    table: RefCell<Table>,
-    global: GlobalCounters,
-    /// Last `VERSION_KEY` value seen.
-    seen: RefCell<Vec<u8>>,
-    queue: Cell<Option<u32>>,
-    metrics: RefCell<Vec<TenantMetrics>>,
-    global_metrics: [Option<u32>; 2],
-    global_flushed: Cell<[u64; 2]>,
-}
-
-impl Injector {
-    fn new(cfg: InjectorConfig) -> Injector {
-        let define = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
-        Injector {
-            cfg,
-            table: RefCell::new(Table::default()),
-            global: GlobalCounters::default(),
-            seen: RefCell::new(Vec::new()),
-            queue: Cell::new(None),
-            metrics: RefCell::new(Vec::new()),
-            global_metrics: [
-                define("authproxy.rejected.missing_tenant"),
-                define("authproxy.rejected.unknown_tenant"),
-            ],
-            global_flushed: Cell::new([0; 2]),
-        }
-    }
-
-    /// The tick: reload the table if the snapshot changed, drop tokens about
-    /// to expire, flush counters, resolve the report queue.
-    fn refresh(&self, id: u32) {
-        let now = now_ms();
-        let margin = self.cfg.expiry_margin_ms;
-        let Ok(mut table) = self.table.try_borrow_mut() else {
-            return;
-        };
-        match hostcalls::get_shared_data(VERSION_KEY) {
-            Ok((Some(version), _)) if *self.seen.borrow() != version => {
-                match hostcalls::get_shared_data(SNAPSHOT_KEY) {
-                    Ok((Some(snapshot), _)) => match table.load(&snapshot, now, margin) {
-                        Ok(added) => {
-                            self.define_tenant_metrics(&table, &added);
-                            *self.seen.borrow_mut() = version;
-                        }
-                        Err(e) => error!("[{id}] authproxy: {e}"),
-                    },
-                    Ok((None, _)) => {}
-                    Err(s) => warn!("[{id}] authproxy: cannot read the snapshot: {s:?}"),
-                }
-            }
-            Ok(_) => {}
-            Err(s) => warn!("[{id}] authproxy: cannot read the snapshot version: {s:?}"),
-        }
-        let dropped = table.drop_expiring(now, margin);
-        if dropped > 0 {
-            warn!("[{id}] authproxy: {dropped} token(s) expired without a replacement");
-        }
-        self.flush(&table);
-        drop(table);
-        if self.queue.get().is_none() {
-            if let Ok(Some(q)) = hostcalls::resolve_shared_queue(&self.cfg.vm_id, REJECTION_QUEUE) {
-                self.queue.set(Some(q));
-            }
-        }
-    }
-
-    fn define_tenant_metrics(&self, table: &Table, added: &[usize]) {
-        let mut metrics = self.metrics.borrow_mut();
-        for &index in added {
-            let Some(slot) = table.slot(index) else {
-                continue;
-            };
-            let define = |what: &str| {
-                hostcalls::define_metric(
-                    MetricType::Counter,
-                    &format!("authproxy.tenant.{}.{what}", slot.name),
-                )
-                .ok()
-            };
-            // Slots are appended in order, so the metric index matches.
-            if metrics.len() == index {
-                metrics.push(TenantMetrics {
-                    injected: define("injected"),
-                    no_token: define("rejected.no_token"),
-                    upstream_401: define("upstream_401"),
-                    flushed: [0; 3],
-                });
-            }
-        }
-    }
-
-    /// Pushes counter deltas to Envoy's stats: a few host calls per tick
-    /// instead of one per request.
-    fn flush(&self, table: &Table) {
-        let push = |id: Option<u32>, now: u64, flushed: &mut u64| {
-            if let Some(id) = id {
-                if now > *flushed
-                    && hostcalls::increment_metric(id, (now - *flushed) as i64).is_ok()
-                {
-                    *flushed = now;
-                }
-            }
-        };
-        let mut metrics = self.metrics.borrow_mut();
-        for (slot, m) in table.slots().iter().zip(metrics.iter_mut()) {
-            let [a, b, c] = &mut m.flushed;
-            push(m.injected, slot.counters.injected.get(), a);
-            push(m.no_token, slot.counters.no_token.get(), b);
-            push(m.upstream_401, slot.counters.upstream_401.get(), c);
-        }
-        let mut g = self.global_flushed.get();
-        let [a, b] = &mut g;
-        push(self.global_metrics[0], self.global.missing_tenant.get(), a);
-        push(self.global_metrics[1], self.global.unknown_tenant.get(), b);
-        self.global_flushed.set(g);
-    }
-}
-
-/// Host calls of an HTTP stream.
-struct StreamHost;
-
-impl Host for StreamHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-    fn remove_request_header(&self, name: &str) {
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-    }
-    fn set_request_header(&self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
-    }
-    fn response_status(&self) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten()
-    }
-    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        let _ = hostcalls::send_http_response(status, headers.to_vec(), Some(body));
-    }
-}
-
 /// Answers every request with 500: this root is not a `bearer_injector`.
 struct Misconfigured;
 
@@ -465,7 +245,7 @@ impl Context for Misconfigured {}
 
 impl HttpContext for Misconfigured {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        StreamHost.send_reply(
+        Envoy.send_reply(
             500,
             &[("content-type", "application/json")],
             br#"{"error":"misconfigured","message":"this filter's root_id is not bearer_injector"}"#,
@@ -474,7 +254,7 @@ impl HttpContext for Misconfigured {
     }
 }
 
-/// One request.
+/// One request through the injector.
 struct Request {
     injector: Rc<Injector>,
     outcome: Option<Outcome>,
@@ -484,21 +264,7 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Ok(table) = self.injector.table.try_borrow() else {
-            // Unreachable in a single-threaded VM; fail closed regardless.
-            StreamHost.send_reply(
-                503,
-                &[("content-type", "application/json")],
-                inject::Refusal::NoToken.body(),
-            );
-            return Action::Pause;
-        };
-        let outcome = inject::on_request(
-            &StreamHost,
-            &self.injector.cfg,
-            &table,
-            &self.injector.global,
-        );
+        let outcome = self.injector.on_request(&Envoy);
         self.outcome = Some(outcome);
         match outcome {
             Outcome::Injected { .. } => Action::Continue,
@@ -510,17 +276,10 @@ impl HttpContext for Request {
         let Some(outcome) = self.outcome else {
             return Action::Continue;
         };
-        let Ok(table) = self.injector.table.try_borrow() else {
-            return Action::Continue;
-        };
-        if let Some((tenant, version)) = inject::on_response(&StreamHost, &table, outcome) {
-            if let (Some(q), Some(slot)) = (self.injector.queue.get(), table.slot(tenant)) {
-                let message = format!("{}:{version}", slot.name);
-                if let Err(s) = hostcalls::enqueue_shared_queue(q, Some(message.as_bytes())) {
-                    warn!(
-                        "authproxy: cannot queue the 401 report for {}: {s:?}",
-                        slot.name
-                    );
+        if let Some(report) = self.injector.on_response(&Envoy, outcome) {
+            if let Some(q) = self.injector.queue() {
+                if let Err(s) = hostcalls::enqueue_shared_queue(q, Some(report.as_bytes())) {
+                    warn!("authproxy: cannot queue the 401 report {report}: {s:?}");
                 }
             }
         }

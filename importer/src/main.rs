@@ -3,29 +3,10 @@
 
 use clap::Parser;
 use importer::config::{Cli, Config, EX_USAGE};
-use tracing_subscriber::EnvFilter;
 
 fn usage_exit(message: &str) -> ! {
     eprintln!("importer: {message}");
     std::process::exit(EX_USAGE)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,17 +20,11 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let config = Config::from_cli(cli).unwrap_or_else(|e| usage_exit(&e.to_string()));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    svc::init_tracing("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(importer::run(config, shutdown_signal()));
+    let result = runtime.block_on(importer::run(config, svc::shutdown_signal()));
     // On a signal, loads in flight were dropped (their transactions roll back); give blocking
     // parser threads a bounded time to notice instead of waiting for them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));

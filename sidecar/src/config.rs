@@ -456,14 +456,6 @@ impl RawRefresh {
     }
 }
 
-fn valid_tenant_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 impl RawKey {
     fn validate(self, key: &str) -> Result<SigningKey, ConfigError> {
         let lifetime = duration(
@@ -493,10 +485,10 @@ impl RawKey {
 impl RawTenant {
     fn validate(self, id: String) -> Result<Tenant, ConfigError> {
         let at = |field: &str| format!("tenants.{id}.{field}");
-        if !valid_tenant_id(&id) {
+        if !protocol::valid_tenant_id(&id) {
             return Err(ConfigError::invalid(
                 format!("tenants.{id}"),
-                "tenant ids are 1-64 characters of [A-Za-z0-9._-]",
+                format!("tenant ids are {}", protocol::TENANT_ID_RULE),
             ));
         }
         let token_url = url::Url::parse(&self.token_url).map_err(|e| {

@@ -1,7 +1,7 @@
 //! The two HTTP listeners: the loopback token API for the filter, and the
 //! probes and metrics for the kubelet and Prometheus.
 //!
-//! Token API (loopback only):
+//! Token API (loopback only), as the `protocol` crate defines it:
 //! - `GET /v1/tokens?after=V&wait_ms=M`: the snapshot as JSON. When the
 //!   current version equals `after`, waits up to `M` ms (at most 60 s) for a
 //!   change, and answers `204` if none came.
@@ -20,14 +20,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use protocol::{PollQuery, RejectQuery};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::store::{Entry, Snapshot, Store};
 
-/// Longest long-poll the API accepts.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest long-poll the API accepts ([`protocol::MAX_WAIT_MS`]).
+pub const MAX_WAIT: Duration = Duration::from_millis(protocol::MAX_WAIT_MS);
 
 /// State shared by the handlers.
 #[derive(Clone)]
@@ -62,7 +62,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.code();
         tracing::debug!(error = code, message = %self, "token api error");
-        let body = serde_json::json!({ "error": code, "message": self.to_string() });
+        let body = protocol::ErrorBody {
+            error: code.into(),
+            message: self.to_string().into(),
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -76,12 +79,15 @@ impl From<QueryRejection> for AppError {
 /// Routes of the loopback token API.
 pub fn token_api(state: AppState) -> Router {
     Router::new()
-        .route("/v1/tokens", get(tokens))
-        .route("/v1/tenants/{tenant}/rejected", post(rejected))
+        .route(protocol::TOKENS_PATH, get(tokens))
+        .route(protocol::REJECTED_ROUTE, post(rejected))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                Json(serde_json::json!({"error": "not_found", "message": "no such endpoint"})),
+                Json(protocol::ErrorBody {
+                    error: "not_found".into(),
+                    message: "no such endpoint".into(),
+                }),
             )
         })
         .with_state(state)
@@ -94,12 +100,6 @@ pub fn probes(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-#[derive(Deserialize)]
-struct PollQuery {
-    after: Option<u64>,
-    wait_ms: Option<u64>,
 }
 
 /// The snapshot with every token that is past its time removed, so a late
@@ -144,11 +144,6 @@ async fn tokens(
     }
     let snap = servable(&rx.borrow().clone(), SystemTime::now());
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(snap)).into_response())
-}
-
-#[derive(Deserialize)]
-struct RejectQuery {
-    version: u64,
 }
 
 async fn rejected(

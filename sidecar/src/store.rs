@@ -4,12 +4,12 @@
 //! version is the start time in microseconds, so a restarted sidecar never
 //! repeats a version that a filter has already seen.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
 use crate::secret::Secret;
@@ -44,35 +44,28 @@ impl Snapshot {
     }
 }
 
-/// Serializes for the filter's token API. This is the only place a token
-/// value is written anywhere, and it goes only to the loopback listener.
+/// Serializes for the filter's token API, in the wire format of
+/// [`protocol::Snapshot`]. This is the only place a token value is written
+/// anywhere, and it goes only to the loopback listener.
 impl Serialize for Snapshot {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            header: &'a str,
-            expires_at_ms: u64,
-            version: u64,
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(id, entry)| {
+                let token = entry.as_ref().map(|e| protocol::Token {
+                    header: Cow::Borrowed(e.header.expose()),
+                    expires_at_ms: unix_ms(e.serve_until),
+                    version: e.version,
+                });
+                (Cow::Borrowed(id.as_str()), token)
+            })
+            .collect();
+        protocol::Snapshot {
+            version: self.version,
+            tenants,
         }
-        struct Tenants<'a>(&'a BTreeMap<String, Option<Arc<Entry>>>);
-        impl Serialize for Tenants<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(Some(self.0.len()))?;
-                for (id, entry) in self.0 {
-                    let wire = entry.as_ref().map(|e| Wire {
-                        header: e.header.expose(),
-                        expires_at_ms: unix_ms(e.serve_until),
-                        version: e.version,
-                    });
-                    map.serialize_entry(id, &wire)?;
-                }
-                map.end()
-            }
-        }
-        let mut map = s.serialize_map(Some(2))?;
-        map.serialize_entry("version", &self.version)?;
-        map.serialize_entry("tenants", &Tenants(&self.tenants))?;
-        map.end()
+        .serialize(s)
     }
 }
 

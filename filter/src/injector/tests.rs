@@ -1,0 +1,331 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use super::*;
+use crate::host::HostError;
+
+/// A local reply: status, headers, body.
+type Reply = (u32, Vec<(String, String)>, Vec<u8>);
+
+/// A fake Envoy. Request headers are a list, as in Envoy's header map, and
+/// the single-header read returns only the first value, as Envoy's does.
+#[derive(Default)]
+pub(crate) struct FakeHost {
+    headers: RefCell<Vec<(String, Vec<u8>)>>,
+    status: Option<Vec<u8>>,
+    reply: RefCell<Option<Reply>>,
+    /// Header writes (and removals) fail.
+    fail_writes: bool,
+    now: Cell<u64>,
+    shared: RefCell<HashMap<String, Vec<u8>>>,
+    counters: RefCell<Vec<(String, u64)>>,
+    queue: Option<u32>,
+}
+
+impl FakeHost {
+    pub(crate) fn with(headers: &[(&str, &str)]) -> Self {
+        let h = FakeHost::default();
+        for (k, v) in headers {
+            h.headers
+                .borrow_mut()
+                .push((k.to_string(), v.as_bytes().to_vec()));
+        }
+        h
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    }
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    }
+    fn publish(&self, version: u64, tenants: &str) {
+        let snap = format!(r#"{{"version":{version},"tenants":{{{tenants}}}}}"#);
+        let mut shared = self.shared.borrow_mut();
+        shared.insert(SNAPSHOT_KEY.into(), snap.into_bytes());
+        shared.insert(VERSION_KEY.into(), version.to_string().into_bytes());
+    }
+}
+
+impl Stream for FakeHost {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        if self.fail_writes {
+            return Err(HostError("BadArgument"));
+        }
+        self.headers.borrow_mut().retain(|(k, _)| k != name);
+        Ok(())
+    }
+    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        if self.fail_writes {
+            return Err(HostError("BadArgument"));
+        }
+        let mut headers = self.headers.borrow_mut();
+        headers.retain(|(k, _)| k != name);
+        headers.push((name.to_string(), value.to_vec()));
+        Ok(())
+    }
+    fn response_status(&self) -> Option<Vec<u8>> {
+        self.status.clone()
+    }
+    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *self.reply.borrow_mut() = Some((status, headers, body.to_vec()));
+    }
+}
+
+impl Worker for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(self.shared.borrow().get(key).cloned())
+    }
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        let mut c = self.counters.borrow_mut();
+        c.push((name.to_string(), 0));
+        Some(c.len() as u32 - 1)
+    }
+    fn increment_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
+        self.counters.borrow_mut()[id as usize].1 += delta;
+        Ok(())
+    }
+    fn resolve_queue(&self, _vm_id: &str, _name: &str) -> Option<u32> {
+        self.queue
+    }
+}
+
+const FAR: &str = "99999999999999";
+
+fn cfg(default_tenant: Option<&str>) -> InjectorConfig {
+    let mut c = InjectorConfig::parse(b"{}").unwrap();
+    c.default_tenant = default_tenant.map(str::to_string);
+    c
+}
+
+/// An injector whose tick loaded acme (v2), globex (v3) and initech (none).
+fn injector(default_tenant: Option<&str>) -> (Injector, FakeHost) {
+    let host = FakeHost::default();
+    host.publish(
+        3,
+        &format!(
+            r#""acme":{{"header":"Bearer acme-token","expires_at_ms":{FAR},"version":2}},
+            "globex":{{"header":"Bearer globex-token","expires_at_ms":{FAR},"version":3}},
+            "initech":null"#
+        ),
+    );
+    let inj = Injector::new(cfg(default_tenant), &host);
+    inj.tick(&host);
+    (inj, host)
+}
+
+/// The tenant header picks the token; the tenant header is removed and the
+/// caller's own authorization is replaced.
+#[test]
+fn injects_by_tenant_and_replaces_authorization() {
+    let (inj, _) = injector(None);
+    let host = FakeHost::with(&[
+        ("x-tenant-id", "globex"),
+        ("authorization", "Bearer caller"),
+    ]);
+    let out = inj.on_request(&host);
+    assert!(matches!(out, Outcome::Injected { version: 3, .. }));
+    assert_eq!(host.header("authorization").unwrap(), "Bearer globex-token");
+    assert_eq!(host.header("x-tenant-id"), None);
+    assert!(host.reply.borrow().is_none());
+    let t = inj.table();
+    let slot = t.slot(t.lookup(b"globex").unwrap()).unwrap();
+    assert_eq!(slot.counters.injected.get(), 1);
+}
+
+/// Without a header the default tenant is used.
+#[test]
+fn default_tenant() {
+    let (inj, _) = injector(Some("acme"));
+    let host = FakeHost::with(&[]);
+    let out = inj.on_request(&host);
+    assert!(matches!(out, Outcome::Injected { version: 2, .. }));
+    assert_eq!(host.header("authorization").unwrap(), "Bearer acme-token");
+}
+
+fn refused(host: &FakeHost, status: u32, code: &str) {
+    let reply = host.reply.borrow();
+    let (s, headers, body) = reply.as_ref().expect("a local reply");
+    assert_eq!(*s, status);
+    assert!(headers.contains(&("content-type".into(), "application/json".into())));
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["error"], code);
+}
+
+/// Each refusal has its status and stable code; none passes a caller's
+/// authorization through.
+#[test]
+fn refusals() {
+    let (inj, _) = injector(None);
+
+    let host = FakeHost::with(&[("authorization", "Bearer caller")]);
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::MissingTenant)
+    );
+    refused(&host, 400, "missing_tenant");
+
+    let host = FakeHost::with(&[("x-tenant-id", "umbrella")]);
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::UnknownTenant)
+    );
+    refused(&host, 403, "unknown_tenant");
+
+    let host = FakeHost::with(&[("x-tenant-id", "initech")]);
+    assert_eq!(inj.on_request(&host), Outcome::Refused(Refusal::NoToken));
+    refused(&host, 503, "no_token");
+    let reply = host.reply.borrow();
+    assert!(reply
+        .as_ref()
+        .unwrap()
+        .1
+        .contains(&("retry-after".into(), "1".into())));
+    assert_eq!(inj.global.missing_tenant.get(), 1);
+    assert_eq!(inj.global.unknown_tenant.get(), 1);
+}
+
+/// A header write Envoy refuses refuses the request (500): it must not go
+/// upstream with the caller's authorization or without ours.
+#[test]
+fn failed_header_write_refuses() {
+    let (inj, _) = injector(None);
+    let mut host = FakeHost::with(&[("x-tenant-id", "acme"), ("authorization", "Bearer caller")]);
+    host.fail_writes = true;
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::HeaderWrite)
+    );
+    refused(&host, 500, "header_write_failed");
+    assert_eq!(inj.global.header_write_failed.get(), 1);
+}
+
+/// Before the first snapshot every tenant gets 503, never a pass-through.
+#[test]
+fn no_snapshot_is_503() {
+    let host = FakeHost::with(&[("x-tenant-id", "acme"), ("authorization", "Bearer caller")]);
+    let inj = Injector::new(cfg(None), &host);
+    inj.tick(&host);
+    assert_eq!(inj.on_request(&host), Outcome::Refused(Refusal::NoToken));
+    refused(&host, 503, "no_token");
+}
+
+/// An upstream 401 is reported once per token version.
+#[test]
+fn upstream_401_reported_once_per_version() {
+    let (inj, _) = injector(None);
+    let acme = inj.table().lookup(b"acme").unwrap();
+    let injected = Outcome::Injected {
+        tenant: acme,
+        version: 2,
+    };
+    let mut host = FakeHost::with(&[]);
+    host.status = Some(b"200".to_vec());
+    assert_eq!(inj.on_response(&host, injected), None);
+    host.status = Some(b"401".to_vec());
+    assert_eq!(inj.on_response(&host, injected).as_deref(), Some("acme:2"));
+    assert_eq!(inj.on_response(&host, injected), None);
+    let next = Outcome::Injected {
+        tenant: acme,
+        version: 9,
+    };
+    assert!(inj.on_response(&host, next).is_some());
+    assert_eq!(
+        inj.on_response(&host, Outcome::Refused(Refusal::NoToken)),
+        None
+    );
+}
+
+/// The tick loads a snapshot only when its version changed, and uses a token
+/// until the sidecar's `expires_at_ms` less the clock allowance (100 ms by
+/// default): not a second, larger margin of its own.
+#[test]
+fn tick_follows_the_sidecars_expiry() {
+    let host = FakeHost::default();
+    host.now.set(1_000);
+    host.publish(
+        1,
+        r#""acme":{"header":"Bearer a1","expires_at_ms":21000,"version":1}"#,
+    );
+    let inj = Injector::new(cfg(None), &host);
+    inj.tick(&host);
+    let req = || FakeHost::with(&[("x-tenant-id", "acme")]);
+    assert!(matches!(inj.on_request(&req()), Outcome::Injected { .. }));
+    // Still in use 101 ms before the sidecar's instant...
+    host.now.set(20_899);
+    inj.tick(&host);
+    assert!(matches!(inj.on_request(&req()), Outcome::Injected { .. }));
+    // ...and gone at the allowance.
+    host.now.set(20_900);
+    inj.tick(&host);
+    assert_eq!(inj.on_request(&req()), Outcome::Refused(Refusal::NoToken));
+    // The same version is not reloaded; a new one is.
+    host.shared.borrow_mut().insert(
+        SNAPSHOT_KEY.into(),
+        br#"{"version":1,"tenants":{"acme":{"header":"Bearer stale","expires_at_ms":99999,"version":1}}}"#.to_vec(),
+    );
+    inj.tick(&host);
+    assert_eq!(inj.on_request(&req()), Outcome::Refused(Refusal::NoToken));
+    host.publish(
+        2,
+        r#""acme":{"header":"Bearer a2","expires_at_ms":41000,"version":2}"#,
+    );
+    inj.tick(&host);
+    let r = req();
+    assert!(matches!(
+        inj.on_request(&r),
+        Outcome::Injected { version: 2, .. }
+    ));
+    assert_eq!(r.header("authorization").unwrap(), "Bearer a2");
+}
+
+/// Counters reach Envoy's stats by name, as deltas, on the tick; the report
+/// queue is resolved on the tick.
+#[test]
+fn tick_flushes_named_counters() {
+    let (inj, mut host) = injector(None);
+    assert_eq!(inj.queue(), None);
+    host.queue = Some(7);
+    for tenant in ["acme", "acme", "initech", "umbrella"] {
+        inj.on_request(&FakeHost::with(&[("x-tenant-id", tenant)]));
+    }
+    inj.on_request(&FakeHost::with(&[]));
+    inj.tick(&host);
+    assert_eq!(host.counter("authproxy.tenant.acme.injected"), 2);
+    assert_eq!(host.counter("authproxy.tenant.globex.injected"), 0);
+    assert_eq!(
+        host.counter("authproxy.tenant.initech.rejected.no_token"),
+        1
+    );
+    assert_eq!(host.counter("authproxy.rejected.unknown_tenant"), 1);
+    assert_eq!(host.counter("authproxy.rejected.missing_tenant"), 1);
+    inj.on_request(&FakeHost::with(&[("x-tenant-id", "acme")]));
+    inj.tick(&host);
+    inj.tick(&host);
+    assert_eq!(host.counter("authproxy.tenant.acme.injected"), 3);
+    assert_eq!(inj.queue(), Some(7));
+}
