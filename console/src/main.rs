@@ -2,7 +2,7 @@
 //! is not a terminal), and serves [`console::run`] until SIGTERM or Ctrl-C. Exit codes: 0 after
 //! a clean shutdown, 1 on a runtime failure, 64 on bad usage or configuration.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::time::Duration;
 
 use admin_console::config::{Cli, CliCommand, Config, EX_USAGE};
@@ -11,31 +11,6 @@ use clap::Parser;
 fn usage_exit(message: &str) -> ! {
     eprintln!("console: {}", message.replace('\n', " "));
     std::process::exit(EX_USAGE)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
 }
 
 /// How long open pages (server-sent event streams) get to close after a shutdown signal.
@@ -67,7 +42,7 @@ fn main() {
         return;
     }
     let config = Config::from_cli(cli).unwrap_or_else(|e| usage_exit(&e.to_string()));
-    init_tracing();
+    svc::init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -88,7 +63,7 @@ fn main() {
         tokio::pin!(serve);
         tokio::select! {
             r = &mut serve => return r,
-            () = shutdown_signal() => {
+            () = svc::shutdown_signal() => {
                 tracing::info!("shutdown requested");
                 let _ = tx.send(());
             }
