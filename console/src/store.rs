@@ -371,8 +371,8 @@ impl Store {
 }
 
 /// Indexes the console's pages rely on, beyond the importer's own (PostgreSQL; idempotent).
+/// The importer's migration 0002 already indexes `import_runs (started_at, id)` (charts).
 pub const PG_INDEXES: &[&str] = &[
-    "CREATE INDEX IF NOT EXISTS console_import_runs_started ON import_runs (started_at)",
     "CREATE INDEX IF NOT EXISTS console_import_runs_key ON import_runs (tenant, module, export_date, id)",
     "CREATE INDEX IF NOT EXISTS console_import_runs_status ON import_runs (status, id)",
     "CREATE INDEX IF NOT EXISTS console_import_rejects_run_id ON import_rejects (run_id, id)",

@@ -62,7 +62,7 @@ fn fmt_int(v: i64) -> String {
     let s = v.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -566,7 +566,7 @@ fn csv_response(
                 }
                 None => true,
             };
-            if done || n % 512 == 0 {
+            if done || n.is_multiple_of(512) {
                 let chunk = std::mem::replace(&mut w, new_writer())
                     .into_inner()
                     .unwrap_or_default();
@@ -661,7 +661,8 @@ async fn run_events(
                 tokio::select! {
                     _ = tick.tick() => break,
                     n = notes.recv() => match n {
-                        Ok(n) if n == id || n > id || n < 0 => break,
+                        // Negative: a reconnect or a payload that isn't an id.
+                        Ok(n) if n >= id || n < 0 => break,
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                         Err(_) => return,
