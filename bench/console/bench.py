@@ -61,6 +61,24 @@ def seed():
     return time.time() - t
 
 
+ANCHORS = {
+    # The same question asked straight through psql (\\timing, median of REPS): what the page
+    # costs above the database.
+    "runs, newest": "SELECT * FROM import_runs ORDER BY id DESC LIMIT 51",
+    "data, tenant": "SELECT * FROM orders WHERE tenant_id = 'tenant-3' ORDER BY tenant_id, order_id LIMIT 51",
+    "data, sort by total desc, tenant": "SELECT * FROM orders WHERE tenant_id = 'tenant-3' "
+                                        "ORDER BY total DESC NULLS FIRST, tenant_id DESC, order_id DESC LIMIT 51",
+    "run with 100k rejects": f"SELECT * FROM import_rejects WHERE run_id = {RUNS // 2} ORDER BY id LIMIT 101",
+}
+
+
+def psql_ms(sql):
+    script = "\\timing on\n" + (sql + ";\n") * (REPS + 1)
+    out = subprocess.run(["psql", "-q", PG_URL], input=script.encode(), capture_output=True, check=True).stdout
+    times = [float(t) for t in re.findall(rb"Time: ([0-9.]+) ms", out)][1:]
+    return statistics.median(times)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -175,6 +193,7 @@ def main():
         proc.terminate()
         proc.wait(timeout=10)
 
+    anchors = {name: psql_ms(sql) for name, sql in ANCHORS.items()}
     floor = rows[0][3]
     out = []
     out.append(f"Seeded {ROWS:,} rows into `orders` and {RUNS:,} runs (+{RUNS * 10 + 100000:,} rejects) "
@@ -190,6 +209,15 @@ def main():
     out.append("")
     out.append(f"HTTP floor (/livez) {floor:.2f} ms server time. Slowest page median: {worst:.1f} ms "
                f"({'within' if worst <= BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget).")
+    out.append("")
+    out.append("Anchor: the page's main query run straight through psql (`\\timing`) in the same run.")
+    out.append("")
+    out.append("| page | page server ms | psql ms | ratio |")
+    out.append("|---|---:|---:|---:|")
+    for name, _, _, med, _, _ in rows:
+        if name in anchors:
+            out.append(f"| {name} | {med:.1f} | {anchors[name]:.1f} | {med / max(anchors[name], 0.01):.1f}x |")
+    out.append("")
     out.append(f"CSV export of one tenant ({csv_rows:,} rows): {csv_s:.2f} s.")
     out.append(f"RSS: {rss_idle['VmRSS']:.1f} MB after login, {rss_end['VmRSS']:.1f} MB after all pages and the export; "
                f"peak (VmHWM) {rss_end['VmHWM']:.1f} MB; budget {RSS_BUDGET_MB:.0f} MB "
