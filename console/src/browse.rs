@@ -287,8 +287,10 @@ fn bind_col(sql: &mut Sql, def: &TypeDef, col: Option<usize>, raw: &str) {
     };
 }
 
-/// `SELECT tenant_id, col… FROM table WHERE … ORDER BY …` (without LIMIT).
-pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
+/// `SELECT tenant_id, col… FROM table WHERE … ORDER BY …`, the columns as text. With a
+/// `limit`, the rows are picked first and only those formatted (a subquery), so formatting
+/// never runs over rows a top-N sort throws away.
+pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sql {
     let mut sql = Sql::new(d);
     // Output columns get positional aliases, so ORDER BY and WHERE always mean the table's
     // typed columns (PostgreSQL resolves a bare ORDER BY name to an output column first).
@@ -307,9 +309,11 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
         };
         sql.push(&format!(" AS out_{i}"));
     }
-    sql.push(" FROM ")
-        .push(&ident(&def.table))
-        .push(" WHERE 1 = 1");
+    sql.push(" FROM ");
+    if limit.is_some() {
+        sql.push("(SELECT * FROM ");
+    }
+    sql.push(&ident(&def.table)).push(" WHERE 1 = 1");
     if let Some(t) = &b.tenant {
         sql.push(&format!(" AND {} = ", ident(TENANT_COLUMN)))
             .bind(Param::Text(t.clone()), None);
@@ -395,14 +399,18 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
             }
         }
     }
-    sql.push(" ORDER BY ");
+    let mut order = String::from(" ORDER BY ");
     if let Some(s) = b.sort {
         let col = &def.columns[s];
         let nulls = if b.desc { "NULLS FIRST" } else { "NULLS LAST" };
-        sql.push(&format!("{} {dir} {nulls}, ", expr(d, &col.name, col.ty)));
+        order.push_str(&format!("{} {dir} {nulls}, ", expr(d, &col.name, col.ty)));
     }
-    let order: Vec<String> = keys.iter().map(|k| format!("{k} {dir}")).collect();
-    sql.push(&order.join(", "));
+    let keys_order: Vec<String> = keys.iter().map(|k| format!("{k} {dir}")).collect();
+    order.push_str(&keys_order.join(", "));
+    sql.push(&order);
+    if let Some(n) = limit {
+        sql.push(&format!(" LIMIT {n}) AS page")).push(&order);
+    }
     sql
 }
 
