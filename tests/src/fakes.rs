@@ -246,6 +246,9 @@ async fn echo(
         "authorization": seen.authorization,
         "x-tenant-id": seen.tenant_header,
         "authorization_count": headers.get_all("authorization").iter().count(),
+        // Every header received, values joined with ", " when repeated.
+        "headers": all_headers(&headers),
+        "query": uri.query(),
     });
     let mut s = state.lock().unwrap();
     let revoked = seen
@@ -263,6 +266,20 @@ async fn echo(
         return export(&dir, module);
     }
     Json(body).into_response()
+}
+
+/// Every header as a JSON object, repeated values joined with ", ".
+fn all_headers(headers: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for name in headers.keys() {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        map.insert(name.to_string(), values.join(", ").into());
+    }
+    serde_json::Value::Object(map)
 }
 
 /// One export payload as the importer expects it: `{"module_name", "data"}`
