@@ -138,11 +138,27 @@ mod tests {
             rule("spiffe://cluster.local/ns/team-a/*", &[], &[]),
         ];
         let r = req("GET", "/");
-        assert!(allowed(&rules, b"system:serviceaccount:billing:invoicer", &r));
-        assert!(!allowed(&rules, b"system:serviceaccount:billing:invoicer2", &r));
+        assert!(allowed(
+            &rules,
+            b"system:serviceaccount:billing:invoicer",
+            &r
+        ));
+        assert!(!allowed(
+            &rules,
+            b"system:serviceaccount:billing:invoicer2",
+            &r
+        ));
         assert!(!allowed(&rules, b"system:serviceaccount:billing", &r));
-        assert!(allowed(&rules, b"spiffe://cluster.local/ns/team-a/sa/x", &r));
-        assert!(!allowed(&rules, b"spiffe://cluster.local/ns/team-b/sa/x", &r));
+        assert!(allowed(
+            &rules,
+            b"spiffe://cluster.local/ns/team-a/sa/x",
+            &r
+        ));
+        assert!(!allowed(
+            &rules,
+            b"spiffe://cluster.local/ns/team-b/sa/x",
+            &r
+        ));
         assert_eq!(r.reads.get(), 0, "unrestricted rules read nothing");
         assert!(allowed(&[rule("*", &[], &[])], b"anyone", &r));
         assert!(!allowed(&[], b"anyone", &r));
@@ -162,7 +178,11 @@ mod tests {
             rule("c", &["GET", "HEAD"], &["/v1/reports/", "/v1/status"]),
             rule("c", &["POST"], &["/v1/uploads/"]),
         ];
-        assert!(allowed(&rules, b"c", &req("GET", "/v1/reports/7?x=/v1/uploads/")));
+        assert!(allowed(
+            &rules,
+            b"c",
+            &req("GET", "/v1/reports/7?x=/v1/uploads/")
+        ));
         assert!(allowed(&rules, b"c", &req("POST", "/v1/uploads/a")));
         assert!(!allowed(&rules, b"c", &req("POST", "/v1/reports/7")));
         assert!(!allowed(&rules, b"c", &req("GET", "/v2/reports/7")));

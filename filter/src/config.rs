@@ -160,10 +160,7 @@ fn is_token(s: &str) -> bool {
 impl RawIdentity {
     fn validate(self) -> Result<Identity, String> {
         let unused = |key: &str, v: &Option<String>| match v {
-            Some(_) => Err(format!(
-                "identity.{key}: not used by mode {:?}",
-                self.mode
-            )),
+            Some(_) => Err(format!("identity.{key}: not used by mode {:?}", self.mode)),
             None => Ok(()),
         };
         match self.mode.as_str() {
@@ -175,7 +172,10 @@ impl RawIdentity {
             }
             "jwt" => {
                 unused("san", &self.san)?;
-                let payload = self.jwt_payload.clone().unwrap_or_else(|| "jwt_payload".into());
+                let payload = self
+                    .jwt_payload
+                    .clone()
+                    .unwrap_or_else(|| "jwt_payload".into());
                 let claim = self.claim.clone().unwrap_or_else(|| "sub".into());
                 if payload.is_empty() || claim.is_empty() {
                     return Err("identity.jwt_payload/claim: must not be empty".into());
@@ -364,7 +364,10 @@ mod tests {
             (r#"{"typo": 1}"#, "typo"),
             (r#"not json"#, "not valid"),
             (r#"{"identity": {"mode": "none"}}"#, "identity.mode"),
-            (r#"{"identity": {"mode": "mtls", "san": "ip"}}"#, "identity.san"),
+            (
+                r#"{"identity": {"mode": "mtls", "san": "ip"}}"#,
+                "identity.san",
+            ),
             (
                 r#"{"identity": {"mode": "anonymous", "claim": "sub"}}"#,
                 "identity.claim",

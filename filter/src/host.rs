@@ -17,7 +17,8 @@ pub trait Stream {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Every value of a request header, joined with `,` (Envoy's
     /// `request.headers` property), so a repeated header can be told apart
-    /// from a single one in one call.
+    /// from a single one in one call. Like the real host, it answers `None`
+    /// for an empty value as for an absent header.
     fn request_header_all(&self, name: &str) -> Option<Vec<u8>>;
     /// Replaces every value of the header with `value`.
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;

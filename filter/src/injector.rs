@@ -316,7 +316,11 @@ impl Injector {
                 }
             },
         };
-        let header = host.request_header_all(&cfg.tenant_header);
+        // The property answers nothing for an empty value: only then ask
+        // the single-header read, which tells empty from absent.
+        let header = host
+            .request_header_all(&cfg.tenant_header)
+            .or_else(|| host.request_header(&cfg.tenant_header));
         let name: &[u8] = match header.as_deref() {
             None => match &cfg.default_tenant {
                 Some(d) => d.as_bytes(),

@@ -81,7 +81,8 @@ impl Stream for FakeHost {
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .collect();
-        (!values.is_empty()).then(|| values.join(&b","[..]))
+        // Envoy's property read returns no data for an empty value.
+        Some(values.join(&b","[..])).filter(|v| !v.is_empty())
     }
     fn property(&self, path: &[String]) -> Option<Vec<u8>> {
         self.calls.borrow_mut().push("property");
@@ -255,10 +256,7 @@ fn failed_header_write_refuses() {
     let (inj, _) = injector(None);
     let mut host = FakeHost::with(&[("x-tenant-id", "acme"), ("authorization", "Bearer caller")]);
     host.fail_writes = true;
-    assert_eq!(
-        inj.on_request(&host),
-        Outcome::Refused(Refusal::HostCall)
-    );
+    assert_eq!(inj.on_request(&host), Outcome::Refused(Refusal::HostCall));
     refused(&host, 500, "internal_error");
     assert_eq!(inj.global.internal_error.get(), 1);
 }
@@ -393,7 +391,10 @@ fn tenant_header_strictness() {
         assert_eq!(host.header("authorization"), None);
     }
     let host = FakeHost::with(&[("x-tenant-id", "")]);
-    assert_eq!(inj.on_request(&host), Outcome::Refused(Refusal::EmptyTenant));
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::EmptyTenant)
+    );
     refused(&host, 400, "empty_tenant");
     assert_eq!(inj.global.ambiguous_tenant.get(), 5);
     assert_eq!(inj.global.empty_tenant.get(), 1);
@@ -497,7 +498,11 @@ fn allow_list_decides() {
     assert!(matches!(inj.on_request(&ok), Outcome::Injected { .. }));
     let post = as_caller(
         reporter,
-        &[("x-tenant-id", "acme"), (":method", "POST"), (":path", "/v1/x")],
+        &[
+            ("x-tenant-id", "acme"),
+            (":method", "POST"),
+            (":path", "/v1/x"),
+        ],
     );
     assert_eq!(
         inj.on_request(&post),
