@@ -9,6 +9,7 @@ Prints one line per violation, naming the file, the object and the field, and
 exits 1 if there is any.
 """
 
+import json
 import os
 import re
 import sys
@@ -256,6 +257,18 @@ def check_pod_configs(c, where, spec, configmaps):
     wasm = {f for code in walk_values(ev, "code") for f in walk_values(code, "filename")}
     c.expect(wasm == {WASM_IN_IMAGE}, where,
              f"envoy.yaml loads Wasm from {sorted(wasm)}; the envoy image bakes it at {WASM_IN_IMAGE}")
+    # Caller identity: the cluster's proxy authenticates its callers, and
+    # every tenant names who may use it.
+    modes = []
+    for cfg in walk_values(ev, "config"):
+        if isinstance(cfg, dict) and cfg.get("root_id") == "bearer_injector":
+            value = ((cfg.get("configuration") or {}).get("value")) or "{}"
+            modes.append((json.loads(value).get("identity") or {}).get("mode"))
+    c.expect(modes and all(m in ("jwt", "mtls") for m in modes), where,
+             f"envoy.yaml's bearer_injector identity modes are {modes}; the cluster needs jwt or mtls")
+    for tenant, t in (sc.get("tenants") or {}).items():
+        c.expect((t or {}).get("callers"), where,
+                 f"sidecar.yaml tenant {tenant} has no callers: no authenticated caller could use it")
 
 
 def check_indexed_job(c, where, obj):

@@ -306,9 +306,12 @@ impl Injector {
     fn decide(&self, host: &impl Stream, table: &Table) -> Outcome {
         let cfg = &self.cfg;
         let global = &self.global;
-        let caller = match cfg.identity.property() {
+        let caller = match cfg.identity.properties() {
             None => None,
-            Some(path) => match host.property(path).filter(|c| !c.is_empty()) {
+            Some(paths) => match paths
+                .iter()
+                .find_map(|p| host.property(p).filter(|c| !c.is_empty()))
+            {
                 Some(c) => Some(c),
                 None => {
                     global.unauthenticated.bump();

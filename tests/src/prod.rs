@@ -156,8 +156,17 @@ pub struct ProdStack {
 impl ProdStack {
     /// `callers` is each tenant's `callers:` YAML list (indented entries).
     pub async fn start(identity: Identity, callers: &[(&str, &str)]) -> ProdStack {
+        ProdStack::start_with_lifetime(identity, callers, 3600).await
+    }
+
+    /// Like [`ProdStack::start`], with tokens of `lifetime_secs`.
+    pub async fn start_with_lifetime(
+        identity: Identity,
+        callers: &[(&str, &str)],
+        lifetime_secs: u64,
+    ) -> ProdStack {
         let files = Files::new();
-        let auth = FakeAuth::start(3600).await;
+        let auth = FakeAuth::start(lifetime_secs).await;
         let api = FakeApi::start_tls(&files.api_cert.cert, &files.api_cert.key).await;
         let tenants: Vec<String> = callers.iter().map(|(t, _)| t.to_string()).collect();
         let per_tenant: BTreeMap<String, String> = callers
