@@ -143,6 +143,11 @@ impl Injector {
         self.table.borrow()
     }
 
+    /// The table, unless borrowed mutably (never, in a single-threaded VM).
+    pub fn try_table(&self) -> Option<std::cell::Ref<'_, Table>> {
+        self.table.try_borrow().ok()
+    }
+
     /// The fetcher's report queue, once the tick resolved it.
     pub fn queue(&self) -> Option<u32> {
         self.queue.get()
