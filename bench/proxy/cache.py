@@ -3,14 +3,16 @@
 
     bench/proxy/cache.sh          # builds, then runs this; about 4 minutes
 
-Three Envoys, each with one worker pinned to core 0, in front of the same
+Four Envoys, each with one worker pinned to core 0, in front of the same
 nginx upstream (static 1 KiB and 1 MiB files) that shares core 1 with wrk:
 
   today  envoy/local.yaml as shipped: bearer_injector, router, direct;
   hop    the same, but the router sends everything through an internal
          listener (router only) first: the cost of the extra hop itself;
   cache  envoy/cache-local.yaml as shipped (tenant_gate, cache_v2 on the
-         file-system store, the cache_fill internal listener).
+         file-system store, the cache_fill internal listener);
+  gate   the same without the cache_v2 filter: splits the cache layout's cost
+         on non-cacheable traffic between the gate and cache_v2.
 
 Only ports, .wasm paths and the cache directory are rewritten; the per-request
 stdout access log is removed from all three (a constant cost unrelated to the
@@ -133,7 +135,7 @@ def configs(run, wasm, upstream, sidecar, ports):
     """today, hop, cache: the shipped files with ports, paths, no access log."""
     out = {}
     for name, base in (("today", "envoy/local.yaml"), ("hop", "envoy/local.yaml"),
-                       ("cache", "envoy/cache-local.yaml")):
+                       ("cache", "envoy/cache-local.yaml"), ("gate", "envoy/cache-local.yaml")):
         with open(os.path.join(ROOT, base)) as f:
             cfg = yaml.safe_load(f)
         clusters = cfg["static_resources"]["clusters"]
@@ -146,6 +148,9 @@ def configs(run, wasm, upstream, sidecar, ports):
         listen, admin = ports[name]
         ingress["address"]["socket_address"]["port_value"] = listen
         cfg["admin"]["address"]["socket_address"]["port_value"] = admin
+        if name == "gate":
+            filters = hcm(ingress)["http_filters"]
+            filters[:] = [f for f in filters if f["name"] != "envoy.filters.http.cache_v2"]
         if name == "hop":
             cfg["bootstrap_extensions"].append({
                 "name": "envoy.bootstrap.internal_listener",
@@ -241,7 +246,7 @@ def ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def wrk(run, port, seconds, conns, path=None, script=None, out=None):
+def wrk(run, port, seconds, conns, path=None, script=None, out=None, admin=None):
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "2s",
            "-H", f"x-tenant-id: {TENANT}", "-s", script or os.path.join(HERE, "report.lua")]
     cmd.append(f"http://127.0.0.1:{port}{path or '/'}")
@@ -255,7 +260,12 @@ def wrk(run, port, seconds, conns, path=None, script=None, out=None):
     d = json.loads(line[len("BENCHJSON "):])
     errs = {k: v for k, v in d.items() if k.startswith("err_") and v}
     if errs:
-        raise SystemExit(f"ABORT: wrk errors {errs} on {path}")
+        detail = ""
+        if admin:
+            body = http(f"http://127.0.0.1:{admin}/stats?filter=rq_[0-9]xx|_5[0-9][0-9]$|"
+                        "overflow|cx_connect_fail|no_token|rejected")[2].decode()
+            detail = "\n" + "\n".join(l for l in body.splitlines() if not l.endswith(": 0"))
+        raise SystemExit(f"ABORT: wrk errors {errs} on {path}{detail}")
     return d
 
 
@@ -297,7 +307,7 @@ def measure_all(run, a):
         with open(os.path.join(d, "www", name), "wb") as f:
             f.write(os.urandom(size))
     upstream, token, sidecar, probes = (free_port() for _ in range(4))
-    ports = {c: (free_port(), free_port()) for c in ("today", "hop", "cache")}
+    ports = {c: (free_port(), free_port()) for c in ("today", "hop", "cache", "gate")}
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(NGINX.format(run=d, port=upstream))
     run.start("nginx", 1, ["nginx", "-c", os.path.join(d, "nginx.conf"), "-e",
@@ -331,7 +341,7 @@ def measure_all(run, a):
         return http(f"http://127.0.0.1:{ports[c][0]}{path}", {"x-tenant-id": TENANT})
 
     # Correctness first: the upstream sees the tenant's token on every path.
-    for c, path in (("today", "/v1/other/echo"), ("hop", "/v1/other/echo"),
+    for c, path in (("today", "/v1/other/echo"), ("hop", "/v1/other/echo"), ("gate", "/v1/other/echo"),
                     ("cache", "/v1/other/echo"), ("cache", "/v1/reference/check/echo")):
         want = f"auth=Bearer {token_now()}".encode()
         wait(f"{c} {path} injects", lambda: through(c, path)[2].startswith(want), 20)
@@ -349,6 +359,7 @@ def measure_all(run, a):
         ("non-cacheable", "today", "/v1/other/1k", None, "direct"),
         ("non-cacheable", "hop", "/v1/other/1k", None, "direct"),
         ("non-cacheable", "cache", "/v1/other/1k", None, "direct"),
+        ("non-cacheable", "gate", "/v1/other/1k", None, "direct"),
         ("1 KiB", "cache", "/v1/other/1k", None, "direct"),
         ("1 KiB", "cache", "/v1/reference/1k", None, "hit"),
         ("1 KiB", "cache", None, "1k", "miss"),
@@ -357,7 +368,7 @@ def measure_all(run, a):
         ("1 MiB", "cache", None, "1m", "miss"),
     ]
     results = []
-    for c in ("today", "hop", "cache"):
+    for c in ("today", "hop", "cache", "gate"):
         wrk(d, ports[c][0], a.warmup * 2, a.conns, "/v1/other/1k")
     for r in range(1, a.rounds + 1):
         order = cases[(r - 1) % len(cases):] + cases[:(r - 1) % len(cases)]
@@ -370,12 +381,12 @@ def measure_all(run, a):
                     f.write(MISS_LUA.format(tag=f"r{r}", size=miss))
                     f.write(open(os.path.join(HERE, "report.lua")).read())
             else:
-                wrk(d, listen, a.warmup, a.conns, path)
+                wrk(d, listen, a.warmup, a.conns, path, admin=admin)
             fill0 = stat(admin, "cluster.cache_fill.upstream_rq_200") if c == "cache" else 0
             direct0 = stat(admin, "cluster.third_party_api.upstream_rq_200")
             t0 = ticks(pids[c])
             res = wrk(d, listen, a.duration, a.conns, path, script,
-                      os.path.join(d, f"wrk-{c}-{kind}-{r}.txt"))
+                      os.path.join(d, f"wrk-{c}-{kind}-{r}.txt"), admin)
             t1 = ticks(pids[c])
             fills = (stat(admin, "cluster.cache_fill.upstream_rq_200") if c == "cache" else 0) - fill0
             direct = stat(admin, "cluster.third_party_api.upstream_rq_200") - direct0
@@ -420,7 +431,8 @@ def summarize(a, results):
     base = med("non-cacheable", "today", "direct", "envoy_cpu_us_per_req")
     for c, label in (("today", "today (envoy/local.yaml)"),
                      ("hop", "everything through an internal listener"),
-                     ("cache", "cache layout, non-cacheable goes direct")):
+                     ("cache", "cache layout, non-cacheable goes direct"),
+                     ("gate", "the same without the cache_v2 filter (the gate's own share)")):
         cpu = med("non-cacheable", c, "direct", "envoy_cpu_us_per_req")
         lines.append(f"| {label} | {med('non-cacheable', c, 'direct', 'rps'):.0f} | "
                      f"{med('non-cacheable', c, 'direct', 'p50_us'):.0f} | {cpu:.1f} | {cpu - base:+.1f} µs |")
