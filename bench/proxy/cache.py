@@ -421,21 +421,30 @@ def summarize(a, results):
         "",
         f"Command: `bench/proxy/cache.sh --rounds {a.rounds} --duration {a.duration} --conns {a.conns}`; "
         f"commit {commit}; Envoy {envoy}; one worker pinned to core 0, wrk (1 thread, {a.conns} "
-        "connections) and nginx on core 1; medians over rounds.",
+        f"connections) and nginx on core 1; medians over rounds; load average at the end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine).",
         "",
         "## Non-cacheable traffic: Envoy CPU per request (GET /v1/other/1k)",
         "",
-        "| layout | req/s | p50 µs | Envoy CPU µs/req | vs today |",
+        "| layout | req/s | p50 µs | Envoy CPU µs/req | vs today (median of per-round differences) |",
         "|---|---:|---:|---:|---:|",
     ]
-    base = med("non-cacheable", "today", "direct", "envoy_cpu_us_per_req")
+    def paired(case):
+        """Median over rounds of (case − today) in the same round: drift on a
+        shared machine moves both."""
+        by_round = {}
+        for x in results:
+            if x["group"] == "non-cacheable":
+                by_round.setdefault(x["round"], {})[x["case"]] = x["envoy_cpu_us_per_req"]
+        return statistics.median(r[case] - r["today"] for r in by_round.values())
+
     for c, label in (("today", "today (envoy/local.yaml)"),
                      ("hop", "everything through an internal listener"),
                      ("cache", "cache layout, non-cacheable goes direct"),
                      ("gate", "the same without the cache_v2 filter (the gate's own share)")):
         cpu = med("non-cacheable", c, "direct", "envoy_cpu_us_per_req")
         lines.append(f"| {label} | {med('non-cacheable', c, 'direct', 'rps'):.0f} | "
-                     f"{med('non-cacheable', c, 'direct', 'p50_us'):.0f} | {cpu:.1f} | {cpu - base:+.1f} µs |")
+                     f"{med('non-cacheable', c, 'direct', 'p50_us'):.0f} | {cpu:.1f} | {paired(c):+.1f} µs |")
     lines += ["", "## Cached responses (envoy/cache-local.yaml, same Envoy)", "",
               "| body | path | req/s | p50 µs | Envoy CPU µs/req | req/s vs uncached |",
               "|---|---|---:|---:|---:|---:|"]
