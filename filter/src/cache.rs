@@ -570,6 +570,9 @@ impl Gate {
     }
 }
 
+/// The fill's answer to a request that carries authorization.
+const MISROUTED: &[u8] = br#"{"error":"misrouted","message":"a request with authorization reached the cache fill; check the cache route's guard"}"#;
+
 /// What the fill did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillOutcome {
@@ -603,7 +606,8 @@ impl Fill {
 
     /// Handles request headers: the tenant comes from the authority the
     /// gate wrote, and is handed to the injector as its tenant header (any
-    /// value the caller sent is overwritten).
+    /// value the caller sent is overwritten). A request that carries
+    /// authorization is refused with 500 `misrouted`.
     pub fn on_request(&self, host: &impl Stream) -> FillOutcome {
         let refused = |r: Refusal| {
             host.send_reply(
@@ -616,6 +620,17 @@ impl Fill {
                 ttl: None,
             }
         };
+        // The gate sends nothing here with authorization: such a request
+        // was routed here by mistake (a route that lost its guard) and may
+        // have been checked as another tenant. Never inject for it.
+        if host.request_header("authorization").is_some() {
+            self.injector.global.header_write_failed.bump();
+            host.send_reply(500, &[("content-type", "application/json")], MISROUTED);
+            return FillOutcome {
+                outcome: Outcome::Refused(Refusal::HeaderWrite),
+                ttl: None,
+            };
+        }
         let tenant = host
             .request_header(":authority")
             .and_then(|a| tenant_from_authority(&a, &self.suffix));

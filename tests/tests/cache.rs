@@ -468,6 +468,24 @@ async fn large_body_cached_on_disk_intact() {
     })
     .await;
     assert!(on_disk < 2 * BIG as u64, "{on_disk}");
+    let stats = reqwest::get(format!("{}/stats?filter=cache", c.stack.envoy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The store reports its size (README: cache size).
+    let size: u64 = stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cache.size_bytes.")?
+                .rsplit(": ")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("cache.size_bytes stat");
+    assert!(size >= BIG as u64, "{size}");
     for _ in 0..2 {
         let r = c.get(path, "acme").await;
         assert!(r.headers().get("age").is_some());
@@ -519,8 +537,7 @@ async fn token_rotation_keeps_the_cache() {
         .auth
         .issued()
         .into_iter()
-        .filter(|i| i.tenant == "acme")
-        .next_back()
+        .rfind(|i| i.tenant == "acme")
         .unwrap();
     // Wait until the new token is in use on the direct path.
     eventually(Duration::from_secs(5), "the new token in use", || async {

@@ -397,7 +397,6 @@ fn fill_request(authority: &str, ttl: Option<&str>) -> FakeHost {
         (":path", "/v1/reference/a"),
         (":authority", authority),
         ("x-tenant-id", "globex"),
-        ("authorization", "Bearer caller"),
     ];
     if let Some(t) = ttl {
         headers.push((TTL_HEADER, t));
@@ -450,17 +449,28 @@ fn fill_refuses_without_tenant_authority() {
             "{authority}"
         );
         assert_eq!(host.reply_status(), Some(400));
-        assert_eq!(
-            host.req("authorization").unwrap(),
-            "Bearer caller",
-            "untouched, and never forwarded: refused"
-        );
+        assert_eq!(host.req("authorization"), None, "nothing injected");
     }
     let host = fill_request("umbrella.tenant.authproxy.invalid", None);
     assert_eq!(
         f.on_request(&host).outcome,
         Outcome::Refused(Refusal::UnknownTenant)
     );
+}
+
+/// A request that reaches the fill with authorization (so not from the
+/// gate's cache path: a route lost its guard) is refused, not injected.
+#[test]
+fn fill_refuses_a_request_with_authorization() {
+    let (f, _) = fill();
+    let host = fill_request("acme.tenant.authproxy.invalid", Some("300"));
+    host.req
+        .borrow_mut()
+        .push(("authorization".into(), b"Bearer tok-globex".to_vec()));
+    let out = f.on_request(&host);
+    assert!(matches!(out.outcome, Outcome::Refused(_)));
+    assert_eq!(host.reply_status(), Some(500));
+    assert_eq!(host.req("authorization").unwrap(), "Bearer tok-globex");
 }
 
 /// On a 200 the fill imposes `max-age=TTL` over the upstream's own
