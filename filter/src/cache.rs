@@ -29,14 +29,18 @@
 //! which the gate always overwrites on the cached path; the direct route
 //! strips it. Per-tenant `cache.hit`, `cache.miss` and `cache.uncacheable`
 //! counters are kept like the injector's: VM-local, flushed on the tick.
+//!
+//! The caller's identity and allow-list are checked by the gate's injector,
+//! on the ingress where Envoy established the identity; the fill's injector
+//! runs without one (it is reached only through the gate).
 
 use std::cell::RefCell;
 
 use log::warn;
 use serde::Deserialize;
 
-use crate::config::InjectorConfig;
-use crate::host::{Response, Stream, Worker};
+use crate::config::{InjectorConfig, ERROR_HEADER};
+use crate::host::{Rewrite, Stream, Worker};
 use crate::injector::{Injector, Outcome, Refusal};
 use crate::metrics::{Counter, Stat};
 use crate::table::Table;
@@ -132,7 +136,8 @@ pub struct GateConfig {
     pub unsafe_shared_key: bool,
 }
 
-/// Configuration of the `cache_fill` role: the injector's own keys plus
+/// Configuration of the `cache_fill` role: the injector's own keys but
+/// `identity` (anonymous: the gate checked the caller), plus
 /// `authority_suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FillConfig {
@@ -296,6 +301,19 @@ impl FillConfig {
     /// Parses and validates the JSON plugin configuration.
     pub fn parse(bytes: &[u8]) -> Result<FillConfig, String> {
         let (rest, suffix) = split(bytes, "authority_suffix")?;
+        // The gate checked the caller; here no identity exists to check.
+        let (rest, identity) = split(&rest, "identity")?;
+        if identity.is_some() {
+            return Err(
+                "identity: not used by cache_fill: tenant_gate checks the caller, \
+                        where Envoy established the identity"
+                    .into(),
+            );
+        }
+        let mut rest: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&rest).map_err(|e| format!("plugin configuration: {e}"))?;
+        rest.insert("identity".into(), serde_json::json!({"mode": "anonymous"}));
+        let rest = serde_json::to_vec(&rest).map_err(|e| format!("plugin configuration: {e}"))?;
         let suffix = match suffix {
             None => None,
             Some(serde_json::Value::String(s)) => Some(s),
@@ -433,11 +451,14 @@ impl PerTenant {
 /// Refuses with 500 `header_write_failed`: the request must not go on half
 /// rewritten.
 fn header_write_failed(injector: &Injector, host: &impl Stream) -> GateOutcome {
-    injector.global.header_write_failed.bump();
-    let r = Refusal::HeaderWrite;
+    injector.global.internal_error.bump();
+    let r = Refusal::HostCall;
     host.send_reply(
         r.status(),
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            (ERROR_HEADER, r.code()),
+        ],
         r.body(),
     );
     GateOutcome::Direct(Outcome::Refused(r))
@@ -488,7 +509,7 @@ impl Gate {
 
     /// Handles request headers: the injector decides (and refuses), then a
     /// cacheable request is turned towards the cache.
-    pub fn on_request(&self, host: &impl Stream) -> GateOutcome {
+    pub fn on_request(&self, host: &(impl Stream + Rewrite)) -> GateOutcome {
         let out = self.injector.on_request(host);
         let Outcome::Injected { tenant, .. } = out else {
             return GateOutcome::Direct(out);
@@ -539,7 +560,7 @@ impl Gate {
 
     /// Handles response headers: counts hits (the cache adds `age`) and
     /// misses; returns a 401 report from the direct path, if any.
-    pub fn on_response(&self, host: &(impl Stream + Response), out: GateOutcome) -> Option<String> {
+    pub fn on_response(&self, host: &(impl Stream + Rewrite), out: GateOutcome) -> Option<String> {
         match out {
             GateOutcome::Direct(o) => self.injector.on_response(host, o),
             GateOutcome::Cached { tenant } => {
@@ -591,7 +612,7 @@ pub struct Fill {
 impl Fill {
     pub fn new(cfg: FillConfig, host: &impl Worker) -> Fill {
         Fill {
-            injector: Injector::new(cfg.injector, host),
+            injector: Injector::without_warning(cfg.injector, host),
             suffix: cfg.suffix,
             tenants: PerTenant::default(),
         }
@@ -612,7 +633,10 @@ impl Fill {
         let refused = |r: Refusal| {
             host.send_reply(
                 r.status(),
-                &[("content-type", "application/json")],
+                &[
+                    ("content-type", "application/json"),
+                    (ERROR_HEADER, r.code()),
+                ],
                 r.body(),
             );
             FillOutcome {
@@ -624,10 +648,14 @@ impl Fill {
         // was routed here by mistake (a route that lost its guard) and may
         // have been checked as another tenant. Never inject for it.
         if host.request_header("authorization").is_some() {
-            self.injector.global.header_write_failed.bump();
-            host.send_reply(500, &[("content-type", "application/json")], MISROUTED);
+            self.injector.global.internal_error.bump();
+            let headers = [
+                ("content-type", "application/json"),
+                (ERROR_HEADER, "misrouted"),
+            ];
+            host.send_reply(500, &headers, MISROUTED);
             return FillOutcome {
-                outcome: Outcome::Refused(Refusal::HeaderWrite),
+                outcome: Outcome::Refused(Refusal::HostCall),
                 ttl: None,
             };
         }
@@ -642,8 +670,8 @@ impl Fill {
             .set_request_header(&self.injector.cfg.tenant_header, &tenant)
             .is_err()
         {
-            self.injector.global.header_write_failed.bump();
-            return refused(Refusal::HeaderWrite);
+            self.injector.global.internal_error.bump();
+            return refused(Refusal::HostCall);
         }
         let ttl = host
             .request_header(TTL_HEADER)
@@ -657,7 +685,7 @@ impl Fill {
 
     /// Handles response headers: imposes the TTL on a 200, `no-store` on
     /// anything else; returns a 401 report, if any.
-    pub fn on_response(&self, host: &(impl Stream + Response), out: FillOutcome) -> Option<String> {
+    pub fn on_response(&self, host: &(impl Stream + Rewrite), out: FillOutcome) -> Option<String> {
         let report = self.injector.on_response(host, out.outcome);
         let Outcome::Injected { tenant, .. } = out.outcome else {
             return report;

@@ -21,6 +21,7 @@
 //!   long-poll and report state machine.
 //! - [`injector`]: the injector role over [`host::Stream`] (per request) and
 //!   [`host::Worker`] (the tick); [`table`] is its VM-local token table.
+//! - [`callers`]: the per-tenant allow-lists, compiled from the snapshot.
 //! - [`cache`]: the cache roles over the same traits plus [`host::Response`].
 //! - [`metrics`]: hot-path counters flushed to Envoy stats on the tick.
 //! - `wasm` (wasm32 only): the thin adapters over `proxy_wasm::hostcalls`
@@ -31,6 +32,7 @@
 //! The wire format of the token API comes from the `protocol` crate.
 
 pub mod cache;
+pub mod callers;
 pub mod config;
 pub mod fetcher;
 pub mod host;

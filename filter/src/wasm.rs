@@ -16,7 +16,7 @@ use crate::cache::{
 };
 use crate::config::{FetcherConfig, InjectorConfig, FETCHER_ROOT_ID, INJECTOR_ROOT_ID};
 use crate::fetcher::{self, Fetcher};
-use crate::host::{Calls, HostError, Response, Stream, Worker};
+use crate::host::{Calls, HostError, Rewrite, Stream, Worker};
 use crate::injector::{Injector, Outcome};
 
 proxy_wasm::main! {{
@@ -100,8 +100,19 @@ impl Stream for Envoy {
             .ok()
             .flatten()
     }
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
-        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(status)
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
+        // Envoy's `request.headers` map joins repeated headers with ",".
+        hostcalls::get_property(vec!["request", "headers", name])
+            .ok()
+            .flatten()
+    }
+    fn property(&self, path: &[String]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.iter().map(String::as_str).collect())
+            .ok()
+            .flatten()
+    }
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_property(vec![name], Some(value)).map_err(status)
     }
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
@@ -119,7 +130,10 @@ impl Stream for Envoy {
     }
 }
 
-impl Response for Envoy {
+impl Rewrite for Envoy {
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(status)
+    }
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
             .ok()

@@ -608,6 +608,7 @@ async fn negative_control_without_tenant_key_leaks() {
         });
         rewrite_plugin(doc, "cache_fill", &|json| {
             json.as_object_mut().unwrap().remove("authority_suffix");
+            json["identity"] = serde_json::json!({"mode": "anonymous"});
         });
         let text = serde_yaml::to_string(doc)
             .unwrap()

@@ -18,6 +18,8 @@ struct FakeHost {
     reply: RefCell<Option<(u32, Vec<u8>)>>,
     /// Writes to this header name fail.
     fail_on: Option<&'static str>,
+    /// The caller identity property (jwt/mtls modes).
+    identity: Option<&'static str>,
     shared: RefCell<HashMap<String, Vec<u8>>>,
     counters: RefCell<Vec<(String, u64)>>,
     now: Cell<u64>,
@@ -83,9 +85,21 @@ impl Stream for FakeHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         first(&self.req, name)
     }
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
-        self.check(name)?;
-        self.req.borrow_mut().retain(|(k, _)| k != name);
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
+        let values: Vec<Vec<u8>> = self
+            .req
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let joined = values.join(&b',');
+        (!joined.is_empty()).then_some(joined)
+    }
+    fn property(&self, _path: &[String]) -> Option<Vec<u8>> {
+        self.identity.map(|i| i.as_bytes().to_vec())
+    }
+    fn set_property(&self, _name: &str, _value: &[u8]) -> Result<(), HostError> {
         Ok(())
     }
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
@@ -101,7 +115,12 @@ impl Stream for FakeHost {
     }
 }
 
-impl Response for FakeHost {
+impl Rewrite for FakeHost {
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        self.check(name)?;
+        self.req.borrow_mut().retain(|(k, _)| k != name);
+        Ok(())
+    }
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
         first(&self.resp, name)
     }
@@ -158,7 +177,7 @@ fn worker() -> FakeHost {
     host
 }
 
-const GATE: &str = r#"{"cache": {"routes": [
+const GATE: &str = r#"{"identity": {"mode": "anonymous"}, "cache": {"routes": [
     {"path_prefix": "/v1/reference/", "ttl": "5m"},
     {"path_prefix": "/v1/reference/head-only/", "ttl": 10, "methods": ["HEAD"]},
     {"path_prefix": "/exports/", "ttl": "1h", "methods": ["GET"]}
@@ -211,7 +230,6 @@ fn gate_turns_cacheable_request_to_tenant_authority() {
         "acme.tenant.authproxy.invalid"
     );
     assert_eq!(host.req(TTL_HEADER).unwrap(), "300");
-    assert_eq!(host.req("x-tenant-id"), None);
     assert_eq!(host.reply_status(), None);
 }
 
@@ -263,6 +281,21 @@ fn gate_refuses_as_the_injector_does() {
         assert_eq!(host.req(":authority"), None);
         assert_eq!(host.req(TTL_HEADER), None);
     }
+}
+
+/// In jwt mode a request without a verified identity is refused (401)
+/// before anything is rewritten for the cache.
+#[test]
+fn gate_refuses_unauthenticated_before_the_cache() {
+    let (g, _) = gate(&GATE.replace(r#""mode": "anonymous""#, r#""mode": "jwt""#));
+    let host = get("/v1/reference/a", "acme");
+    let out = g.on_request(&host);
+    assert_eq!(
+        out,
+        GateOutcome::Direct(Outcome::Refused(Refusal::Unauthenticated))
+    );
+    assert_eq!(host.reply_status(), Some(401));
+    assert_eq!(host.req(":authority").unwrap(), "proxy.local:8080");
 }
 
 /// POST, unconfigured paths and methods a route leaves out keep the token
@@ -319,7 +352,7 @@ fn head_only_route() {
 #[test]
 fn not_only_configured() {
     let (g, _) = gate(
-        r#"{"cache": {"only_configured": false,
+        r#"{"identity": {"mode": "anonymous"}, "cache": {"only_configured": false,
             "routes": [{"path_prefix": "/v1/reference/", "ttl": 60}]}}"#,
     );
     let host = get("/v1/other", "acme");
@@ -345,7 +378,7 @@ fn gate_fails_closed_on_write_failure() {
         let out = g.on_request(&host);
         assert_eq!(
             out,
-            GateOutcome::Direct(Outcome::Refused(Refusal::HeaderWrite)),
+            GateOutcome::Direct(Outcome::Refused(Refusal::HostCall)),
             "{name}"
         );
         assert_eq!(host.reply_status(), Some(500));
@@ -377,7 +410,7 @@ fn gate_counts_hits_and_misses() {
 #[test]
 fn unsafe_shared_key_shares_the_authority() {
     let (g, _) = gate(
-        r#"{"cache": {"unsafe_shared_key_for_tests": true,
+        r#"{"identity": {"mode": "anonymous"}, "cache": {"unsafe_shared_key_for_tests": true,
             "routes": [{"path_prefix": "/", "ttl": 60}]}}"#,
     );
     for t in ["acme", "globex"] {
@@ -422,7 +455,13 @@ fn fill_injects_the_authority_tenant() {
         );
         assert_eq!(out.ttl, Some(300));
         assert_eq!(host.req("authorization").unwrap(), token);
-        assert_eq!(host.req("x-tenant-id"), None);
+        // The caller's globex was overwritten with the authority's tenant.
+        assert_eq!(
+            host.req("x-tenant-id").unwrap(),
+            token
+                .trim_start_matches("Bearer ")
+                .trim_end_matches("-token")
+        );
     }
 }
 
@@ -582,8 +621,15 @@ fn ttl_durations() {
 #[test]
 fn bad_configs_name_their_key() {
     for (json, key) in [
-        (r#"{}"#, "cache: missing"),
-        (r#"{"cache": {}}"#, "cache.routes"),
+        (r#"{"identity": {"mode": "anonymous"}}"#, "cache: missing"),
+        (
+            r#"{"cache": {"routes": [{"path_prefix": "/", "ttl": 5}]}}"#,
+            "identity",
+        ),
+        (
+            r#"{"identity": {"mode": "anonymous"}, "cache": {}}"#,
+            "cache.routes",
+        ),
         (
             r#"{"cache": {"routes": [{"ttl": 5}]}}"#,
             "cache.routes[0].path_prefix",
@@ -622,6 +668,11 @@ fn bad_configs_name_their_key() {
             "tick_ms",
         ),
     ] {
+        let json = if key == "identity" || json.contains("identity") {
+            json.to_string()
+        } else {
+            json.replacen('{', r#"{"identity": {"mode": "anonymous"}, "#, 1)
+        };
         let err = GateConfig::parse(json.as_bytes()).unwrap_err();
         assert!(err.contains(key), "{json}: {err}");
     }
@@ -631,4 +682,10 @@ fn bad_configs_name_their_key() {
     assert!(err.contains("authority_suffix"), "{err}");
     let err = FillConfig::parse(br#"{"typo": 1}"#).unwrap_err();
     assert!(err.contains("typo"), "{err}");
+    let err = FillConfig::parse(br#"{"identity": {"mode": "jwt"}}"#).unwrap_err();
+    assert!(err.contains("identity"), "{err}");
+    assert_eq!(
+        FillConfig::parse(b"{}").unwrap().injector.identity,
+        crate::config::Identity::Anonymous
+    );
 }
