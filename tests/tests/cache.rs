@@ -625,3 +625,114 @@ async fn negative_control_without_tenant_key_leaks() {
     assert_eq!(json(globex).await, acme, "globex got acme's body: the leak");
     assert_eq!(c.api.count(path), 1);
 }
+
+/// Sends a GET through Envoy with a caller's ServiceAccount token.
+async fn get_as(url: &str, path: &str, tenant: &str, sa_token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("{url}{path}"))
+        .header("x-tenant-id", tenant);
+    if let Some(t) = sa_token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.send().await.expect("request through envoy")
+}
+
+/// The production cache config itself (`envoy/cache.yaml`: jwt caller
+/// identity, allow-lists, verified TLS to the upstream), rewriting only
+/// addresses, files and the cache directory: the caller is checked before
+/// the cache, so no identity gets 401 and a caller not on globex's
+/// allow-list gets 403 even where an entry exists; an allowed caller gets
+/// a fill then a hit; the upstream sees the pinned Host on the fill and the
+/// direct path, and never the caller's own token.
+#[tokio::test(flavor = "multi_thread")]
+async fn production_cache_config_checks_the_caller_first() {
+    use e2e::jwt::Flaw;
+    use e2e::prod::{production_config_file, Files};
+    let files = Files::new();
+    let auth = e2e::FakeAuth::start(3600).await;
+    let api = Api::default();
+    let api_url =
+        e2e::fakes::serve_tls(api.router(), &files.api_cert.cert, &files.api_cert.key).await;
+    let callers = std::collections::BTreeMap::from([
+        (
+            "acme".to_string(),
+            "    callers:\n      - id: system:serviceaccount:billing:invoicer\n".to_string(),
+        ),
+        (
+            "globex".to_string(),
+            "    callers:\n      - id: system:serviceaccount:globex:globex-app\n".to_string(),
+        ),
+    ]);
+    let tenants = ["acme".to_string(), "globex".to_string()];
+    let sidecar = e2e::Sidecar::start_with(&auth, &tenants, "", &callers).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = production_config_file(
+        "envoy/cache.yaml",
+        &files,
+        sidecar.tokens_addr.port(),
+        e2e::fakes::port_of(&api_url),
+    );
+    let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+    set_all(&mut doc, "cache_path", &dir.path().display().to_string());
+    let envoy = e2e::Envoy::start_with(&serde_yaml::to_string(&doc).unwrap()).await;
+    let url = envoy.url();
+    let invoicer = files.issuer.token("billing", "invoicer", Flaw::None);
+    let globex_app = files.issuer.token("globex", "globex-app", Flaw::None);
+    for (tenant, token) in [("acme", &invoicer), ("globex", &globex_app)] {
+        let streak = std::cell::Cell::new(0);
+        eventually(
+            Duration::from_secs(20),
+            "a token on every worker",
+            || async {
+                let ok = get_as(&url, "/ping", tenant, Some(token)).await.status() == 200;
+                streak.set(if ok { streak.get() + 1 } else { 0 });
+                (streak.get() >= 20).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let path = "/v1/reference/countries";
+    let fill = get_as(&url, path, "acme", Some(&invoicer)).await;
+    assert_eq!(fill.status(), 200);
+    assert!(fill.headers().get("age").is_none());
+    let fill = json(fill).await;
+    let hit = get_as(&url, path, "acme", Some(&invoicer)).await;
+    assert!(hit.headers().get("age").is_some(), "served from the cache");
+    assert_eq!(json(hit).await, fill);
+    let g = json(get_as(&url, path, "globex", Some(&globex_app)).await).await;
+    assert!(g["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer tok-globex-"));
+    assert_eq!(api.count(path), 2, "one fill per tenant");
+
+    // Refused before the cache, though both tenants have an entry.
+    let r = get_as(&url, path, "acme", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(json(r).await["error"], "unauthenticated");
+    let r = get_as(&url, path, "globex", Some(&invoicer)).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(json(r).await["error"], "caller_not_allowed");
+    let r = get_as(&url, path, "acme", Some(&globex_app)).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(api.count(path), 2);
+
+    assert_eq!(
+        get_as(&url, "/v1/other", "acme", Some(&invoicer))
+            .await
+            .status(),
+        200
+    );
+    let calls = api.calls();
+    assert!(calls.iter().any(|c| c.path == "/v1/other"));
+    for call in &calls {
+        assert_eq!(call.host.as_deref(), Some(HOST), "{call:?}");
+        assert!(call.internal.is_empty(), "{call:?}");
+        let auth = call.authorization.as_deref().unwrap_or("");
+        assert!(auth.starts_with("Bearer tok-"), "only our token: {call:?}");
+    }
+}
