@@ -332,7 +332,7 @@ def measure_all(run, a):
         pids[c] = run.start(f"envoy-{c}", 0, [envoy, "-c", path, "--concurrency", "1",
                                               "--log-level", "warn", "--disable-hot-restart"]).pid
     for c, (listen, admin) in ports.items():
-        wait(f"envoy {c}", lambda: b"LIVE" in http(f"http://127.0.0.1:{admin}/ready")[2])
+        wait(f"envoy {c}", lambda: b"LIVE" in http(f"http://127.0.0.1:{admin}/ready")[2], 120)
 
     def token_now():
         with open(os.path.join(d, "tokens.log")) as f:
