@@ -12,7 +12,8 @@
 #   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
 #   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
-#             `kubernetes-validate --strict`, then deploy/policy_check.py
+#             `kubernetes-validate --strict`, then deploy/policy_check.py (prod-cache too:
+#             its file-system cache on an emptyDir whose sizeLimit exceeds max_cache_size_bytes)
 #   docker    hadolint on deploy/docker/*.Dockerfile
 #   binaries  static musl release builds of sidecar and importer
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
@@ -216,6 +217,8 @@ copies_in_sync() {
   return $ok
 }
 check "kustomize copies of envoy/ and importer/ files are identical (deploy/sync-configs.sh)" copies_in_sync
+check "envoy/cache*.yaml in step with envoy.yaml and local.yaml (envoy/derive_cache.py)" \
+  python3 envoy/derive_cache.py --check
 
 WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
 build_wasm() {
@@ -295,6 +298,16 @@ for env in "${ENVS[@]}"; do
   }
   check "policy $env (deploy/policy_check.py)" policy "$env"
 done
+
+# The opt-in response cache (issue 13): prod with envoy/cache.yaml. Its
+# Jobs are prod's, already checked above.
+check "kustomize + kubernetes-validate --strict overlays/prod-cache" render overlays/prod-cache
+check "policy prod-cache (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/overlays_prod-cache.yaml"
+cache_volume_too_small() {
+  sed 's/sizeLimit: 1Gi/sizeLimit: 512Mi/' "$OUT/rendered/overlays_prod-cache.yaml" >"$OUT/bad-cache.yaml"
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-cache.yaml"
+}
+check "policy_check rejects a cache volume smaller than max_cache_size_bytes" cache_volume_too_small
 
 # --------------------------------------------------------------- docker ----
 

@@ -121,7 +121,18 @@ pub fn production_config(
     sidecar_port: u16,
     api_port: u16,
 ) -> String {
-    let path = crate::repo_root().join(identity.file());
+    production_config_file(identity.file(), files, sidecar_port, api_port)
+}
+
+/// [`production_config`] for any production file (relative to the
+/// repository root), e.g. the cache variant `envoy/cache.yaml`.
+pub fn production_config_file(
+    file: &str,
+    files: &Files,
+    sidecar_port: u16,
+    api_port: u16,
+) -> String {
+    let path = crate::repo_root().join(file);
     let text = std::fs::read_to_string(&path).expect("read production envoy config");
     let mut doc: Value = serde_yaml::from_str(&text).expect("parse production envoy config");
     doc["admin"]["address"]["socket_address"]["port_value"] = Value::from(0);
