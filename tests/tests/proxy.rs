@@ -79,6 +79,14 @@ async fn fails_closed_without_token() {
         assert_eq!(json(r).await["error"], "no_token");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Each tenant asks once and keeps waiting on the hanging server (on a
+    // busy machine the second request may still be on its way).
+    eventually(
+        Duration::from_secs(10),
+        "both tenants' token requests",
+        || async { (stack.auth.requests() >= 2).then_some(()) },
+    )
+    .await;
     assert_eq!(
         stack.auth.requests(),
         2,
