@@ -111,7 +111,7 @@ fn default_sqlite_file_and_exit_codes() {
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
-        summary.contains("loaded 1, duplicate 0, missing 0, failed 0"),
+        summary.contains("loaded 1, duplicate 0, missing 0, empty 0, failed 0, interrupted 0"),
         "{summary}"
     );
     assert!(s.dir.path().join("importer.db").exists());

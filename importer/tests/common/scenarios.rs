@@ -89,7 +89,7 @@ pub async fn empty_and_header_only(s: &Scratch, b: &Backend) {
         "header.csv",
         "Order ID,Customer ID,Order Date,status,Order Total\r\n",
     );
-    for f in [empty, header] {
+    for f in [&empty, &header] {
         let r = importer(
             s,
             b,
@@ -103,15 +103,34 @@ pub async fn empty_and_header_only(s: &Scratch, b: &Backend) {
             ],
         )
         .await;
-        assert_eq!(only(&r).status, Status::Loaded, "{}", r.text);
+        assert_eq!(only(&r).status, Status::Empty, "{}", r.text);
+        assert_eq!(r.failed(), 0);
         assert_eq!(counts(&r), (0, 0, 0, 0));
     }
     assert_eq!(count(b, "orders", "acme").await, 0);
     assert_eq!(
-        b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs WHERE status = 'succeeded'")
+        b.rows("SELECT status, error FROM import_runs ORDER BY id")
             .await,
-        "2"
+        vec![vec!["empty", "empty export (no data rows)"]; 2]
     );
+    // --on-empty fail makes it a failure.
+    let r = importer(
+        s,
+        b,
+        &[
+            "load",
+            empty.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+            "--on-empty",
+            "fail",
+        ],
+    )
+    .await;
+    assert_eq!(only(&r).status, Status::Failed, "{}", r.text);
+    assert!(only(&r).error.as_deref().unwrap().contains("empty export"));
 }
 
 pub async fn bad_rows_rejected(s: &Scratch, b: &Backend) {
@@ -242,7 +261,15 @@ pub async fn bad_files_refused_whole(s: &Scratch, b: &Backend) {
                 b64(&corrupt_zip(&big))
             )
             .into_bytes(),
-            "line",
+            "zip: entry \"orders.csv\"",
+        ),
+        (
+            "quote.csv.json",
+            payload(
+                "orders",
+                &format!("{ORDERS_HEADER}164,1,2026-11-01,ok,EUR,1.00,\n165,1,2026-11-01,\"abc,EUR,1.00,\n166,1,2026-11-01,ok,EUR,1.00,\n167,1,2026-11-01,ok,EUR,1.00,\n"),
+            ),
+            "CSV: line 3: unterminated quoted field",
         ),
     ];
     for (name, body, want) in cases {
@@ -540,7 +567,7 @@ pub async fn shutdown_rolls_back(s: &Scratch, b: &Backend) {
     .await;
     assert!(r.interrupted, "{}", r.text);
     assert!(
-        r.outcomes.iter().all(|o| o.status == Status::Failed),
+        r.outcomes.iter().all(|o| o.status == Status::Interrupted),
         "{}",
         r.text
     );
@@ -566,7 +593,7 @@ pub async fn shutdown_rolls_back(s: &Scratch, b: &Backend) {
     assert_eq!(
         b.rows("SELECT status, error FROM import_runs").await,
         vec![vec![
-            "failed".to_string(),
+            "interrupted".to_string(),
             format!("{}: interrupted", big.display())
         ]]
     );
@@ -583,7 +610,7 @@ pub async fn fake_api() -> (String, tokio::task::JoinHandle<()>) {
         Path(module): Path<String>,
         Query(q): Query<std::collections::HashMap<String, String>>,
         headers: HeaderMap,
-    ) -> Result<Vec<u8>, StatusCode> {
+    ) -> Result<([(axum::http::HeaderName, &'static str); 1], Vec<u8>), StatusCode> {
         let tenant = headers
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok())
@@ -591,12 +618,13 @@ pub async fn fake_api() -> (String, tokio::task::JoinHandle<()>) {
         if q.get("date").map(String::as_str) != Some("2026-11-27") {
             return Err(StatusCode::BAD_REQUEST);
         }
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
         match module.as_str() {
             "orders" => {
                 let rows = if tenant == "acme" { 3 } else { 5 };
-                Ok(payload("orders", &orders(1, rows, tenant)))
+                Ok((json, payload("orders", &orders(1, rows, tenant))))
             }
-            "invoices" => Ok(payload("payments", "payment_id\n")),
+            "invoices" => Ok((json, payload("payments", "payment_id\n"))),
             _ => Err(StatusCode::NOT_FOUND),
         }
     }

@@ -210,7 +210,8 @@ pub async fn postgres() -> Backend {
         .unwrap();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let base = base.split('?').next().unwrap_or(base);
-    Backend::Postgres(format!("{base}/{name}"))
+    // The throwaway server is on loopback: plaintext, allowed explicitly.
+    Backend::Postgres(format!("{base}/{name}?sslmode=disable"))
 }
 
 /// Runs an importer command in-process, as the binary would (global options first).
