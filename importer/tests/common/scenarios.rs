@@ -13,7 +13,7 @@ const ORDERS_HEADER: &str =
     "Order ID,Customer ID,Order Date,status,currency,Order Total,Last Modified\n";
 
 /// `n` order rows starting at id `from`; `tag` goes into the status column.
-fn orders(from: usize, n: usize, tag: &str) -> String {
+pub fn orders(from: usize, n: usize, tag: &str) -> String {
     let mut s = String::from(ORDERS_HEADER);
     for i in from..from + n {
         s.push_str(&format!(

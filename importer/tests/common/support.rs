@@ -316,6 +316,29 @@ pub async fn importer_until(
     importer::run(config, shutdown).await.unwrap()
 }
 
+/// Like [`importer`], returning configuration and command errors as text.
+pub async fn try_importer(
+    scratch: &Scratch,
+    backend: &Backend,
+    args: &[&str],
+) -> Result<Report, String> {
+    let mut argv: Vec<String> = vec![
+        "importer".into(),
+        "--database-url".into(),
+        backend.url(),
+        "--registry".into(),
+        scratch.registry.display().to_string(),
+        "--temp-dir".into(),
+        scratch.temp.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
+    importer::run(config, std::future::pending())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The importer binary with the test's database, registry and temp dir, logging warnings.
 pub fn importer_bin(scratch: &Scratch, backend: &Backend) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_importer"));
