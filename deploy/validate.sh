@@ -12,7 +12,8 @@
 #   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
 #   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
-#             `kubernetes-validate --strict`, then deploy/policy_check.py
+#             `kubernetes-validate --strict`, then deploy/policy_check.py (prod-cache too:
+#             its file-system cache on an emptyDir whose sizeLimit exceeds max_cache_size_bytes)
 #   docker    hadolint on deploy/docker/*.Dockerfile
 #   binaries  static musl release builds of sidecar and importer
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
@@ -216,6 +217,8 @@ copies_in_sync() {
   return $ok
 }
 check "kustomize copies of envoy/ and importer/ files are identical (deploy/sync-configs.sh)" copies_in_sync
+check "envoy/cache*.yaml in step with envoy.yaml and local.yaml (envoy/derive_cache.py)" \
+  python3 envoy/derive_cache.py --check
 
 WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
 build_wasm() {
@@ -226,10 +229,28 @@ check "filter .wasm builds" build_wasm && wasm_ok=1
 
 # Validate mode loads the .wasm, so point each config's Wasm `filename` at the
 # fresh build (in the pod it is /etc/envoy/authproxy.wasm, baked into the image).
+# The production configs also name files the pod mounts (the callers' JWKS,
+# the mTLS listener's certificate and client CA): stand-ins made here.
+pod_files() {
+  local d=$OUT/podfiles
+  mkdir -p "$d" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+      -subj /CN=validate -keyout "$d/tls.key" -out "$d/tls.crt" 2>/dev/null &&
+    openssl pkey -in "$d/tls.key" -pubout -outform DER 2>/dev/null | python3 -c '
+import base64, json, sys
+der = sys.stdin.buffer.read()
+b = lambda v: base64.urlsafe_b64encode(v).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "validate",
+                            "x": b(der[-64:-32]), "y": b(der[-32:])}]}))' >"$d/jwks.json"
+}
+pod_files || echo "validate.sh: could not make the pod file stand-ins" >&2
 envoy_validate() {
-  local cfg=$1 tmp
+  local cfg=$1 tmp d=$OUT/podfiles
   tmp=$OUT/envoy-$(echo "$cfg" | tr / _)
-  sed -E "s#(filename:[[:space:]]*\"?)[^\"[:space:]]*\.wasm#\1$WASM#" "$cfg" >"$tmp"
+  sed -E -e "s#(filename:[[:space:]]*\"?)[^\"[:space:]]*\.wasm#\1$WASM#" \
+    -e "s#/etc/envoy/jwks/jwks.json#$d/jwks.json#" \
+    -e "s#/etc/envoy/tls/tls.crt#$d/tls.crt#; s#/etc/envoy/tls/tls.key#$d/tls.key#" \
+    -e "s#/etc/envoy/client-ca/ca.crt#$d/tls.crt#" "$cfg" >"$tmp"
   "$ENVOY" --mode validate -c "$tmp" -l warning 2>&1 | tail -5
   return "${PIPESTATUS[0]}"
 }
@@ -277,6 +298,16 @@ for env in "${ENVS[@]}"; do
   }
   check "policy $env (deploy/policy_check.py)" policy "$env"
 done
+
+# The opt-in response cache (issue 13): prod with envoy/cache.yaml. Its
+# Jobs are prod's, already checked above.
+check "kustomize + kubernetes-validate --strict overlays/prod-cache" render overlays/prod-cache
+check "policy prod-cache (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/overlays_prod-cache.yaml"
+cache_volume_too_small() {
+  sed 's/sizeLimit: 1Gi/sizeLimit: 512Mi/' "$OUT/rendered/overlays_prod-cache.yaml" >"$OUT/bad-cache.yaml"
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-cache.yaml"
+}
+check "policy_check rejects a cache volume smaller than max_cache_size_bytes" cache_volume_too_small
 
 # --------------------------------------------------------------- docker ----
 

@@ -6,6 +6,8 @@
 //! - [`Stream`]: one HTTP request (the injector's hot path).
 //! - [`Worker`]: a root context's tick (shared data, clock, stats, queues).
 //! - [`Calls`]: the fetcher's outgoing HTTP calls and shared-data writes.
+//! - [`Rewrite`]: request-header removal and response headers, for the
+//!   cache roles.
 
 /// A host call failed; the `proxy_wasm` status, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +17,18 @@ pub struct HostError(pub &'static str);
 pub trait Stream {
     /// The first value of a request header (Envoy's single-header read).
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// Every value of a request header, joined with `,` (Envoy's
+    /// `request.headers` property), so a repeated header can be told apart
+    /// from a single one in one call. Like the real host, it answers `None`
+    /// for an empty value as for an absent header.
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>>;
     /// Replaces every value of the header with `value`.
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// A property of the stream (connection, dynamic metadata, ...).
+    fn property(&self, path: &[String]) -> Option<Vec<u8>>;
+    /// Writes `value` into the stream's filter state as `wasm.<name>`, where
+    /// the access log reads it.
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn response_status(&self) -> Option<Vec<u8>>;
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
 }
@@ -46,4 +57,15 @@ pub trait Calls: Worker {
     fn set_shared_data(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
     fn register_queue(&self, name: &str) -> Result<u32, HostError>;
     fn dequeue(&self, queue: u32) -> Option<Vec<u8>>;
+}
+
+/// Further header calls of one HTTP stream, for the cache roles.
+pub trait Rewrite {
+    /// Removes every value of a request header.
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// The first value of a response header.
+    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Replaces every value of the header with `value`.
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError>;
 }

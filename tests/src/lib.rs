@@ -6,12 +6,17 @@
 //! - [`fakes`]: the fake auth server and the fake API, small axum apps.
 //! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
 //! - [`Stack`] (here): all of it wired together for one test.
+//! - [`prod`]: the production Envoy config run for real ([`prod::ProdStack`]),
+//!   with [`tls`] (a test CA via `openssl`) and [`jwt`] (a test issuer).
 //!
 //! Build inputs first (`scripts/test` does): `cargo build -p sidecar` and
 //! `cargo build -p filter --target wasm32-wasip1 --profile wasm`.
 
 pub mod fakes;
+pub mod jwt;
 pub mod procs;
+pub mod prod;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -55,7 +60,13 @@ pub struct StackBuilder {
     default_tenant: Option<String>,
     api: Option<axum::Router>,
     auth_mode: Option<fakes::Mode>,
+    /// Builds the Envoy config from the sidecar's and the API's ports;
+    /// default `envoy/local.yaml`.
+    envoy_config: Option<EnvoyConfigFn>,
 }
+
+/// Builds an Envoy config text from the sidecar's and the API's ports.
+pub type EnvoyConfigFn = Box<dyn Fn(u16, u16) -> String + Send>;
 
 /// Fake auth server, fake API, sidecar and Envoy, wired together.
 pub struct Stack {
@@ -77,6 +88,7 @@ impl Stack {
             default_tenant: None,
             api: None,
             auth_mode: None,
+            envoy_config: None,
         }
     }
 
@@ -154,6 +166,13 @@ impl StackBuilder {
         self
     }
 
+    /// Run Envoy with the config `f(sidecar_port, api_port)` instead of
+    /// `envoy/local.yaml` (see [`procs::envoy_config`]).
+    pub fn envoy_config(mut self, f: impl Fn(u16, u16) -> String + Send + 'static) -> Self {
+        self.envoy_config = Some(Box::new(f));
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let auth = FakeAuth::start(self.lifetime).await;
         if let Some(mode) = self.auth_mode {
@@ -168,12 +187,19 @@ impl StackBuilder {
             }
         };
         let sidecar = Sidecar::start(&auth, &self.tenants, &self.sidecar_yaml_extra).await;
-        let envoy = Envoy::start(
-            sidecar.tokens_addr.port(),
-            fakes::port_of(&api_url),
-            self.default_tenant.as_deref(),
-        )
-        .await;
+        let envoy = match &self.envoy_config {
+            Some(f) => {
+                Envoy::start_with(&f(sidecar.tokens_addr.port(), fakes::port_of(&api_url))).await
+            }
+            None => {
+                Envoy::start(
+                    sidecar.tokens_addr.port(),
+                    fakes::port_of(&api_url),
+                    self.default_tenant.as_deref(),
+                )
+                .await
+            }
+        };
         Stack {
             auth,
             api,
