@@ -13,6 +13,8 @@ import urllib.parse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PG_URL = os.environ["PG_URL"]
+if "?" not in PG_URL:
+    PG_URL += "?sslmode=disable"  # loopback; the importer wants plaintext said out loud
 WORK = os.environ["WORK"]
 CONSOLE = os.environ["CONSOLE"]
 IMPORTER = os.environ["IMPORTER"]

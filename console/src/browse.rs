@@ -142,7 +142,7 @@ fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String>
     let widened;
     let raw = match ty {
         ColumnType::Timestamp | ColumnType::TimestampTz
-            if parse_field(ColumnType::Date, true, raw.as_bytes()).is_ok() =>
+            if parse_field(ColumnType::Date, true, raw.as_bytes(), false).is_ok() =>
         {
             let zone = if ty == ColumnType::TimestampTz {
                 "+00:00"
@@ -157,7 +157,7 @@ fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String>
         }
         _ => raw,
     };
-    let field = parse_field(ty, true, raw.as_bytes())?;
+    let field = parse_field(ty, true, raw.as_bytes(), false)?;
     Ok(match (d, field) {
         (_, Field::Null) => return Err("empty".into()),
         (Dialect::Sqlite, Field::Int(i)) => Param::Int(i),
@@ -188,7 +188,7 @@ pub fn parse(def: &TypeDef, d: Dialect, pairs: &[(String, String)]) -> Result<Br
                 let i = def
                     .columns
                     .iter()
-                    .position(|c| c.name == v)
+                    .position(|c| c.name.as_str() == v)
                     .ok_or_else(|| bad("sort", "not a column of this type"))?;
                 b.sort = Some(i);
             }
@@ -207,7 +207,7 @@ pub fn parse(def: &TypeDef, d: Dialect, pairs: &[(String, String)]) -> Result<Br
                 let i = def
                     .columns
                     .iter()
-                    .position(|c| c.name == col)
+                    .position(|c| c.name.as_str() == col)
                     .ok_or_else(|| bad(other, "not a column of this type"))?;
                 let ty = def.columns[i].ty;
                 let op = Op::parse(op)
@@ -300,12 +300,12 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
     for (i, c) in def.columns.iter().enumerate() {
         sql.push(", ");
         match (d, c.ty) {
-            (Dialect::Postgres, _) => sql.push(&format!("{}::text", ident(&c.name))),
+            (Dialect::Postgres, _) => sql.push(&format!("{}::text", ident(c.name.as_str()))),
             (Dialect::Sqlite, ColumnType::Bool) => sql.push(&format!(
                 "CASE WHEN {0} IS NULL THEN NULL WHEN {0} THEN 'true' ELSE 'false' END",
-                ident(&c.name)
+                ident(c.name.as_str())
             )),
-            (Dialect::Sqlite, _) => sql.push(&ident(&c.name)),
+            (Dialect::Sqlite, _) => sql.push(&ident(c.name.as_str())),
         };
         sql.push(&format!(" AS out_{i}"));
     }
@@ -313,14 +313,14 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
     if limit.is_some() {
         sql.push("(SELECT * FROM ");
     }
-    sql.push(&ident(&def.table)).push(" WHERE 1 = 1");
+    sql.push(&ident(def.table.as_str())).push(" WHERE 1 = 1");
     if let Some(t) = &b.tenant {
         sql.push(&format!(" AND {} = ", ident(TENANT_COLUMN)))
             .bind(Param::Text(t.clone()), None);
     }
     for c in &b.conds {
         let col = &def.columns[c.col];
-        let e = expr(d, &col.name, col.ty);
+        let e = expr(d, col.name.as_str(), col.ty);
         let cast = Some(pg_cast(col.ty));
         match c.op {
             Op::Eq => sql
@@ -348,7 +348,7 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
         .collect();
     let key_expr = |c: &Option<usize>| match c {
         None => ident(TENANT_COLUMN),
-        Some(i) => expr(d, &def.columns[*i].name, def.columns[*i].ty),
+        Some(i) => expr(d, def.columns[*i].name.as_str(), def.columns[*i].ty),
     };
     let keys: Vec<String> = key_cols.iter().map(key_expr).collect();
     let (cmp, dir) = if b.desc { ("<", "DESC") } else { (">", "ASC") };
@@ -365,7 +365,7 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
             }
             Some(s) => {
                 let col = &def.columns[s];
-                let e = expr(d, &col.name, col.ty);
+                let e = expr(d, col.name.as_str(), col.ty);
                 match (&after[0], b.desc) {
                     (Some(v), false) => {
                         sql.push(&format!(" AND ({e} {cmp} "));
@@ -403,7 +403,10 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
     if let Some(s) = b.sort {
         let col = &def.columns[s];
         let nulls = if b.desc { "NULLS FIRST" } else { "NULLS LAST" };
-        order.push_str(&format!("{} {dir} {nulls}, ", expr(d, &col.name, col.ty)));
+        order.push_str(&format!(
+            "{} {dir} {nulls}, ",
+            expr(d, col.name.as_str(), col.ty)
+        ));
     }
     let keys_order: Vec<String> = keys.iter().map(|k| format!("{k} {dir}")).collect();
     order.push_str(&keys_order.join(", "));

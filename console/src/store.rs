@@ -390,17 +390,21 @@ pub fn column_indexes(registry: &importer::registry::Registry) -> Vec<String> {
             .map(ident)
             .collect();
         for c in &t.columns {
-            let mut name = format!("console_{}_{}", t.table, c.name);
+            let mut name = format!("console_{}_{}", t.table.as_str(), c.name.as_str());
             if name.len() > 63 {
                 let h = blake3::hash(name.as_bytes()).to_hex();
                 name = format!("console_{}", &h[..24]);
             }
-            let mut cols = vec![ident(&c.name)];
-            cols.extend(rest.iter().filter(|r| **r != ident(&c.name)).cloned());
+            let mut cols = vec![ident(c.name.as_str())];
+            cols.extend(
+                rest.iter()
+                    .filter(|r| **r != ident(c.name.as_str()))
+                    .cloned(),
+            );
             out.push(format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
                 ident(&name),
-                ident(&t.table),
+                ident(t.table.as_str()),
                 cols.join(", ")
             ));
         }

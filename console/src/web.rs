@@ -414,8 +414,13 @@ fn nonempty(v: Option<String>) -> Option<String> {
 fn check_date(param: &str, v: Option<String>) -> Result<Option<String>, AppError> {
     match nonempty(v) {
         Some(d) => {
-            importer::value::parse_field(importer::registry::ColumnType::Date, true, d.as_bytes())
-                .map_err(|e| AppError::BadRequest(format!("{param}: {e}")))?;
+            importer::value::parse_field(
+                importer::registry::ColumnType::Date,
+                true,
+                d.as_bytes(),
+                false,
+            )
+            .map_err(|e| AppError::BadRequest(format!("{param}: {e}")))?;
             Ok(Some(d))
         }
         None => Ok(None),
@@ -760,7 +765,7 @@ async fn data_index(State(state): State<AppState>, user: User) -> Result<Respons
         .types()
         .map(|t| {
             context! {
-                module => t.module, table => t.table, description => t.description,
+                module => t.module, table => t.table.as_str(), description => t.description,
                 columns => t.columns.len(), key => t.key_names().collect::<Vec<_>>(),
             }
         })
@@ -790,8 +795,8 @@ fn column_ctx(def: &importer::registry::TypeDef) -> Vec<Value> {
         .iter()
         .map(|c| {
             context! {
-                name => c.name, ty => c.ty.name(), kind => browse::kind(c.ty),
-                key => def.key_names().any(|k| k == c.name),
+                name => c.name.as_str(), ty => c.ty.name(), kind => browse::kind(c.ty),
+                key => def.key_names().any(|k| k == c.name.as_str()),
             }
         })
         .collect()
@@ -844,7 +849,7 @@ async fn data_page(
         context! {
             title => module.clone(), nav => "data", user, module, columns, tenants, rows,
             params => b.params, base, next, partial,
-            sort => b.sort.map(|i| def.columns[i].name.clone()), desc => b.desc,
+            sort => b.sort.map(|i| def.columns[i].name.as_str().to_string()), desc => b.desc,
         },
     )
 }
@@ -860,10 +865,10 @@ async fn data_csv(
     let b = browse::parse(&def, state.store.dialect(), &pairs)?;
     let sql = browse::select(&def, state.store.dialect(), &b, None);
     let header_row = std::iter::once(importer::registry::TENANT_COLUMN.to_string())
-        .chain(def.columns.iter().map(|c| c.name.clone()))
+        .chain(def.columns.iter().map(|c| c.name.as_str().to_string()))
         .collect();
     Ok(csv_response(
-        format!("{}.csv", def.table),
+        format!("{}.csv", def.table.as_str()),
         header_row,
         state.store.stream(sql),
     ))
