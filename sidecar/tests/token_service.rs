@@ -134,8 +134,18 @@ async fn invalid_client_is_retried_slowly() {
         Some(1.0)
     );
     assert!(sc.entry("acme").await.is_null());
-    assert_eq!(sc.status("/readyz").await, 503);
+    // The pod stays ready: this tenant's requests get 503 JSON from the
+    // filter, other tenants' go through.
+    assert_eq!(sc.status("/readyz").await, 200);
     assert_eq!(sc.status("/livez").await, 200);
+    let st = sc.health().await;
+    assert_eq!(
+        st["tenants"]["acme"],
+        serde_json::json!({
+            "state": "failing", "expires_at_ms": null, "last_error": "invalid_client",
+            "consecutive_failures": 1, "fetches": {"success": 0, "failure": 1}
+        })
+    );
     sc.assert_alive();
     sc.stop().await;
 }
@@ -258,7 +268,7 @@ async fn expired_token_is_never_served() {
     fake.push([Behave::issue(2)]);
     let sc = Running::start(&one_tenant(
         &fake,
-        "  expiry_margin: 500ms\n  backoff_initial: 100ms\n  backoff_max: 200ms",
+        "  expiry_margin: 500ms\n  min_lifetime: 1s\n  backoff_initial: 100ms\n  backoff_max: 200ms",
     ))
     .await;
     sc.wait_token("acme").await;
@@ -286,7 +296,8 @@ async fn expired_token_is_never_served() {
         went_null_at < real_expiry,
         "still served at the real expiry"
     );
-    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(sc.status("/readyz").await, 200, "no token is not unready");
+    assert_eq!(sc.health().await["tenants"]["acme"]["state"], "failing");
     let m = sc.metrics().await;
     assert_eq!(
         metric(&m, "authproxy_token_valid", "tenant=\"acme\""),
@@ -297,9 +308,9 @@ async fn expired_token_is_never_served() {
 }
 
 /// Upstream 401 feedback: a burst of 20 reports for the current token
-/// causes exactly one refresh; a report for the new token within
-/// rejection_min_interval none; a stale version never; the current one
-/// after the interval one more. Unknown tenants get 404, bad queries 400.
+/// causes exactly one refresh; reports for the new token within
+/// rejection_min_interval one more, at the window's end; a stale version
+/// never. Unknown tenants get 404, bad queries 400.
 #[tokio::test]
 async fn rejection_feedback_is_single_flight_and_rate_limited() {
     let fake = FakeAuth::start(Behave::issue(3600)).await;
@@ -319,19 +330,29 @@ async fn rejection_feedback_is_single_flight_and_rate_limited() {
     let v2 = sc.wait_new_token("acme", v1).await["version"]
         .as_u64()
         .unwrap();
-    // The current token, again, inside the interval: rate-limited.
-    assert_eq!(sc.reject("acme", v2).await, 202);
+    // The new token, rejected too, inside the interval: deferred to the
+    // window's end (2 s after the first forced refresh), not dropped; its
+    // re-reports add nothing.
+    for _ in 0..5 {
+        assert_eq!(sc.reject("acme", v2).await, 202);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fake.count(), 2, "a burst of 20 must refresh once");
-    // After the interval, a stale version still does nothing...
-    tokio::time::sleep(Duration::from_secs(2).saturating_sub(forced_at.elapsed())).await;
+    let v3 = sc.wait_new_token("acme", v2).await["version"]
+        .as_u64()
+        .unwrap();
+    let waited = forced_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "deferred refresh after {waited:?}"
+    );
+    assert_eq!(fake.count(), 3, "re-reports of one version refresh once");
+    // A stale version does nothing.
     assert_eq!(sc.reject("acme", v1).await, 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(fake.count(), 2, "a stale version must not refresh");
-    // ...and the current one refreshes.
     assert_eq!(sc.reject("acme", v2).await, 202);
-    sc.wait_new_token("acme", v2).await;
-    assert_eq!(fake.count(), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(), 3, "a stale version must not refresh");
+    let _ = v3;
     let m = sc.metrics().await;
     assert_eq!(
         metric(&m, "authproxy_forced_refreshes_total", "tenant=\"acme\""),
@@ -367,9 +388,11 @@ async fn rejection_feedback_is_single_flight_and_rate_limited() {
     sc.stop().await;
 }
 
-/// /livez is always 200; /readyz is 503 until every required tenant holds a
-/// token, and a failing optional tenant does not block it; /metrics has
-/// every per-tenant family for every tenant.
+/// /livez is always 200; /readyz is 503 until a client has received a
+/// snapshot and, for a tenant that opted in with `required: true`, until it
+/// holds a token; a failing tenant without the opt-in does not block it;
+/// /status shows each tenant's health and /metrics every per-tenant family
+/// for every tenant.
 #[tokio::test]
 async fn probes_and_metrics() {
     let required = FakeAuth::start(Behave::text(503, "text/plain", "down")).await;
@@ -380,11 +403,11 @@ async fn probes_and_metrics() {
     token_url: {r}
     client_id: main
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
+    required: true
   extra:
     token_url: {o}
     client_id: extra
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
-    required: false
 ",
         r = required.url,
         o = optional.url,
@@ -396,8 +419,21 @@ async fn probes_and_metrics() {
         required.count() >= 2
     })
     .await;
-    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(
+        sc.status("/readyz").await,
+        503,
+        "no snapshot handed out yet"
+    );
+    sc.snapshot().await;
+    assert_eq!(
+        sc.status("/readyz").await,
+        503,
+        "required tenant has no token"
+    );
     assert_eq!(sc.status("/livez").await, 200);
+    let st = sc.health().await;
+    assert_eq!(st["tenants"]["main"]["state"], "failing");
+    assert_eq!(st["tenants"]["main"]["last_error"], "http_5xx");
     required.set_default(Behave::issue(3600));
     eventually(
         "ready once the required tenant has a token",
@@ -407,6 +443,23 @@ async fn probes_and_metrics() {
     .await;
     assert!(sc.entry("extra").await.is_null());
     assert!(optional.count() >= 2);
+    let st = sc.health().await;
+    let main = &st["tenants"]["main"];
+    assert_eq!(main["state"], "valid");
+    assert_eq!(main["last_error"], serde_json::Value::Null);
+    assert_eq!(main["consecutive_failures"], 0);
+    assert_eq!(main["fetches"]["success"], 1);
+    assert!(main["fetches"]["failure"].as_u64().unwrap() >= 2);
+    let until = main["expires_at_ms"].as_u64().unwrap();
+    assert_eq!(
+        Some(until),
+        sc.entry("main").await["expires_at_ms"].as_u64()
+    );
+    assert_eq!(st["tenants"]["extra"]["state"], "failing");
+    assert!(
+        !st.to_string().contains(&fake_token_prefix(&required)),
+        "no token in /status"
+    );
 
     let m = sc.metrics().await;
     for family in [
@@ -416,6 +469,8 @@ async fn probes_and_metrics() {
         "authproxy_token_last_success_timestamp_seconds",
         "authproxy_upstream_rejections_total",
         "authproxy_forced_refreshes_total",
+        "authproxy_token_state",
+        "authproxy_token_lifetime_seconds",
     ] {
         assert!(
             m.contains(&format!("# TYPE {family} ")),
@@ -464,4 +519,10 @@ async fn probes_and_metrics() {
             >= 2.0
     );
     sc.stop().await;
+}
+
+/// The prefix of every token `fake` issues.
+fn fake_token_prefix(fake: &FakeAuth) -> String {
+    let t = fake.tokens().pop().expect("a token");
+    t.rsplit_once('-').map(|(p, _)| p.to_string()).unwrap_or(t)
 }

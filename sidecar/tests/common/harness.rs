@@ -346,6 +346,18 @@ impl Running {
             .expect("metrics body")
     }
 
+    /// `GET /status` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        client()
+            .get(self.probes_url("/status"))
+            .send()
+            .await
+            .expect("GET /status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
     pub async fn status(&self, path: &str) -> u16 {
         client()
             .get(self.probes_url(path))
