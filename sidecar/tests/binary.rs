@@ -97,6 +97,17 @@ fn bad_configs_exit_64_with_one_line() {
             "listen.tokens",
         ),
         (
+            "plain http token URL to a remote host",
+            write(
+                dir.path(),
+                "http.yaml",
+                &good_tenant(&secret)
+                    .replace("http://127.0.0.1:9/token", "http://auth.example.com/token"),
+            ),
+            vec![],
+            "tenants.acme.token_url",
+        ),
+        (
             "bad duration",
             write(
                 dir.path(),

@@ -526,3 +526,124 @@ fn fake_token_prefix(fake: &FakeAuth) -> String {
     let t = fake.tokens().pop().expect("a token");
     t.rsplit_once('-').map(|(p, _)| p.to_string()).unwrap_or(t)
 }
+
+/// A token endpoint that redirects (307, which would re-send the POST with
+/// the client secret) is not followed: the redirect target receives
+/// nothing, and the failure is `redirect`, retried slowly like a refused
+/// credential.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let target = FakeAuth::start(Behave::issue(3600)).await;
+    let origin = FakeAuth::start(Behave::Redirect {
+        status: 307,
+        location: target.url.clone(),
+    })
+    .await;
+    let sc = Running::start(&one_tenant(&origin, FAST)).await;
+    eventually("the redirect answered", Duration::from_secs(5), || async {
+        sc.health().await["tenants"]["acme"]["last_error"] == "redirect"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.count(), 0, "the redirect target received a request");
+    assert_eq!(
+        origin.count(),
+        1,
+        "a redirect is retried slowly (permanent)"
+    );
+    assert!(sc.entry("acme").await.is_null());
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "redirect"), 1.0, "{m}");
+    sc.stop().await;
+}
+
+/// `expires_in` 0, 0.001, ten years, missing and a numeric string all give
+/// a token and a bounded schedule: lifetimes are clamped to [10 s, 24 h]
+/// (the metric and the lifetime gauge say so), a zero or tiny lifetime is
+/// never served past itself, and nothing is refetched in a storm.
+#[tokio::test]
+async fn odd_expires_in_values_are_handled() {
+    use serde_json::json;
+    // (expires_in, clamp bound, lifetime used, served)
+    let cases = [
+        (json!(0), Some("floor"), 10.0, false),
+        (json!(0.001), Some("floor"), 10.0, false),
+        (json!(315_360_000), Some("ceiling"), 86400.0, true),
+        (json!("3600"), None, 3600.0, true),
+        (serde_json::Value::Null, None, 300.0, true), // default_lifetime
+    ];
+    for (expires_in, bound, lifetime, served) in cases {
+        let fake = FakeAuth::start(Behave::ExpiresIn(expires_in.clone())).await;
+        let sc = Running::start(&one_tenant(&fake, FAST)).await;
+        eventually("a fetch", Duration::from_secs(5), || async {
+            fake.tokens().len() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = sc.metrics().await;
+        assert_eq!(
+            metric(&m, "authproxy_token_lifetime_seconds", "tenant=\"acme\""),
+            Some(lifetime),
+            "{expires_in}"
+        );
+        for b in ["floor", "ceiling"] {
+            let n = metric(
+                &m,
+                "authproxy_token_lifetime_clamped_total",
+                &format!("tenant=\"acme\",bound=\"{b}\""),
+            );
+            assert_eq!(
+                n,
+                Some(f64::from(u8::from(bound == Some(b)))),
+                "{expires_in} {b}"
+            );
+        }
+        assert_eq!(!sc.entry("acme").await.is_null(), served, "{expires_in}");
+        assert_eq!(fake.count(), 1, "{expires_in}: no refetch storm");
+        sc.stop().await;
+    }
+}
+
+/// 1000 tenants against one slow (50 ms) token server: never more than
+/// `max_concurrent_fetches` (16) requests at once, the queue shows in the
+/// metrics, and every tenant gets its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded_at_1000_tenants() {
+    let fake = FakeAuth::start(Behave::IssueAfter {
+        expires_in: 3600,
+        delay_ms: 50,
+    })
+    .await;
+    let mut yaml = format!("{LISTEN}tenants:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!(
+            "  t{i}:\n    token_url: {url}\n    client_id: c{i}\n    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}\n",
+            url = fake.url,
+            secret = SECRET_FILE
+        ));
+    }
+    let sc = Running::start(&yaml).await;
+    let started = Instant::now();
+    let mut max_queued = 0.0f64;
+    while fake.tokens().len() < 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "tokens: {}",
+            fake.tokens().len()
+        );
+        let m = sc.metrics().await;
+        max_queued =
+            max_queued.max(metric(&m, "authproxy_token_requests_queued", "").unwrap_or(0.0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("1000 tokens after {:?}", started.elapsed());
+    assert_eq!(fake.count(), 1000, "one request per tenant");
+    let peak = fake.peak_in_flight();
+    assert!(peak <= 16, "{peak} token requests at once");
+    assert!(peak >= 8, "the bound is used, not serialized: peak {peak}");
+    let m = sc.metrics().await;
+    let reported = metric(&m, "authproxy_token_requests_in_flight_peak", "").unwrap();
+    assert!(reported <= 16.0 && reported >= 8.0, "{reported}");
+    assert!(max_queued > 0.0, "the queue depth was never seen above 0");
+    sc.stop().await;
+}
