@@ -643,7 +643,7 @@ async fn concurrency_is_bounded_at_1000_tenants() {
     assert!(peak >= 8, "the bound is used, not serialized: peak {peak}");
     let m = sc.metrics().await;
     let reported = metric(&m, "authproxy_token_requests_in_flight_peak", "").unwrap();
-    assert!(reported <= 16.0 && reported >= 8.0, "{reported}");
+    assert!((8.0..=16.0).contains(&reported), "{reported}");
     assert!(max_queued > 0.0, "the queue depth was never seen above 0");
     sc.stop().await;
 }
