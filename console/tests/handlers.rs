@@ -266,6 +266,42 @@ async fn tenants_page() {
     assert!(r.texts("p.error")[0].starts_with("http://127.0.0.1:9/status"));
 }
 
+/// The tenants page against the real sidecar binary (and the shared fake auth server): each
+/// tenant's state, expiry and fetch counts from its `GET /status`, and no token anywhere.
+#[tokio::test]
+async fn tenants_page_real_sidecar() {
+    let auth = e2e::FakeAuth::start(3600).await;
+    let sidecar = e2e::Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
+    let w = World::sqlite().await;
+    let url = format!("{}/status", sidecar.probes_url());
+    let app = w.app(&["--sidecar-status-url", &url]).await;
+    let cookie = login(&app, "viewer").await;
+    let rows = eventually(20, "both tenants valid", || {
+        let app = app.clone();
+        let cookie = cookie.clone();
+        async move {
+            let r = get(&app, "/tenants", Some(&cookie)).await;
+            let rows = r.table("#tenants");
+            (rows.len() == 2 && rows.iter().all(|row| row[1] == "valid")).then_some((rows, r.body))
+        }
+    })
+    .await;
+    let (rows, body) = rows;
+    assert_eq!(rows[0][0], "acme");
+    assert_eq!(rows[1][0], "globex");
+    for row in &rows {
+        assert!(row[2].starts_with("20"), "an expiry time: {row:?}");
+        assert_eq!(row[4], "—", "no last error: {row:?}");
+        assert!(
+            row[6].parse::<u64>().unwrap() >= 1,
+            "a successful fetch: {row:?}"
+        );
+    }
+    for issued in auth.issued() {
+        assert!(!body.contains(&issued.token), "the page shows a token");
+    }
+}
+
 /// The charts page draws the last 30 days as SVG: one bar per day, one legend entry per type.
 #[tokio::test]
 async fn charts_page() {
