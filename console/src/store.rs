@@ -201,7 +201,8 @@ fn pg_row(row: &sqlx::postgres::PgRow) -> Result<TextRow, sqlx::Error> {
 }
 
 impl Store {
-    /// Connects (PostgreSQL: a pool of up to 4 connections, UTC, 15 s statement timeout) or
+    /// Connects (PostgreSQL: a pool of up to 4 connections, UTC, 15 s statement timeout, custom
+    /// plans) or
     /// remembers the SQLite file (opened read-only per query).
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let backend = match url {
@@ -209,7 +210,13 @@ impl Store {
                 let opts: PgConnectOptions = u.parse()?;
                 let opts = opts
                     .application_name("console")
-                    .options([("timezone", "UTC"), ("statement_timeout", "15s")]);
+                    // Custom plans always: a generic plan for `run_id = $1` assumes an average
+                    // run and reads all 100k rejects of a big one to sort them.
+                    .options([
+                        ("timezone", "UTC"),
+                        ("statement_timeout", "15s"),
+                        ("plan_cache_mode", "force_custom_plan"),
+                    ]);
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
                     .min_connections(0)
