@@ -293,11 +293,13 @@ def check_pod_configs(c, where, spec, configmaps):
     # every tenant names who may use it.
     modes = []
     for cfg in walk_values(ev, "config"):
-        if isinstance(cfg, dict) and cfg.get("root_id") == "bearer_injector":
+        # The filter roles that decide who the caller is: the injector, and
+        # the response cache's gate in front of cache_v2 (envoy/cache.yaml).
+        if isinstance(cfg, dict) and cfg.get("root_id") in ("bearer_injector", "tenant_gate"):
             value = ((cfg.get("configuration") or {}).get("value")) or "{}"
             modes.append((json.loads(value).get("identity") or {}).get("mode"))
     c.expect(modes and all(m in ("jwt", "mtls") for m in modes), where,
-             f"envoy.yaml's bearer_injector identity modes are {modes}; the cluster needs jwt or mtls")
+             f"envoy.yaml's caller-facing filter identity modes are {modes}; the cluster needs jwt or mtls")
     for tenant, t in (sc.get("tenants") or {}).items():
         c.expect((t or {}).get("callers"), where,
                  f"sidecar.yaml tenant {tenant} has no callers: no authenticated caller could use it")
