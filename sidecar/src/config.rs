@@ -48,6 +48,8 @@ pub struct Config {
     pub listen: Listen,
     pub refresh: RefreshPolicy,
     pub tenants: Vec<Tenant>,
+    /// One token per tenant shared by all replicas through Redis (opt-in).
+    pub shared: Option<crate::shared::SharedConfig>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +165,7 @@ struct RawConfig {
     refresh: RawRefresh,
     #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+    shared: Option<crate::shared::config::RawShared>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,10 +371,12 @@ impl RawConfig {
             .into_iter()
             .map(|(id, raw)| raw.validate(id))
             .collect::<Result<Vec<_>, _>>()?;
+        let shared = self.shared.map(|s| s.validate(&refresh)).transpose()?;
         Ok(Config {
             listen,
             refresh,
             tenants,
+            shared,
         })
     }
 }

@@ -11,6 +11,8 @@
 //! - [`store`]: the versioned token snapshot and its watch channel.
 //! - [`http`]: the token API and the probe/metrics routers.
 //! - [`metrics`]: per-tenant counters in the Prometheus text format.
+//! - [`shared`]: one token per tenant shared by all replicas through Redis
+//!   (opt-in).
 
 pub mod config;
 pub mod http;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod refresh;
 pub mod secret;
+pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;
