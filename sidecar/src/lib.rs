@@ -52,6 +52,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("serve: {0}")]
     Serve(std::io::Error),
+    #[error("shared token store: {0}")]
+    Shared(#[from] shared::SharedError),
 }
 
 /// The sidecar with its listeners bound, ready to serve.
@@ -108,7 +110,16 @@ impl Sidecar {
         let (tokens_addr, probes_addr) = self.local_addrs();
         let ids: Vec<&str> = self.config.tenants.iter().map(|t| t.id.as_str()).collect();
         let store = store::Store::new(ids.iter().copied());
-        let metrics = metrics::Metrics::new(ids.iter().copied());
+        let mut metrics = metrics::Metrics::new(ids.iter().copied());
+        let shared = match &self.config.shared {
+            Some(cfg) => {
+                let m = Arc::new(shared::SharedMetrics::default());
+                metrics = metrics.with_shared(m.clone());
+                info!(mode = cfg.mode.as_str(), prefix = %cfg.key_prefix, "sharing tokens through redis");
+                Some(shared::Shared::start(cfg.clone(), &self.config.tenants, m)?)
+            }
+            None => None,
+        };
         let policy = Arc::new(self.config.refresh.clone());
         let fetcher = Arc::new(fetcher);
         let mut loops = JoinSet::new();
@@ -124,6 +135,7 @@ impl Sidecar {
                     store: store.clone(),
                     metrics: metrics.tenant(&tenant.id),
                     rejections: rx,
+                    shared: shared.as_ref().map(|s| s.link(tenant)),
                 }
                 .run(),
             );

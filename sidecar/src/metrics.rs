@@ -51,6 +51,8 @@ impl TenantMetrics {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     tenants: Arc<BTreeMap<String, Arc<TenantMetrics>>>,
+    /// The shared token store's counters, when one is configured.
+    shared: Option<Arc<crate::shared::SharedMetrics>>,
 }
 
 impl Metrics {
@@ -61,7 +63,14 @@ impl Metrics {
                     .map(|id| (id.to_owned(), Arc::default()))
                     .collect(),
             ),
+            shared: None,
         }
+    }
+
+    /// Also renders the shared token store's counters.
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedMetrics>) -> Metrics {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn tenant(&self, id: &str) -> Arc<TenantMetrics> {
@@ -159,6 +168,9 @@ impl Metrics {
             for (id, m) in self.tenants.iter() {
                 let _ = writeln!(out, "{name}{{tenant=\"{id}\"}} {}", get(m));
             }
+        }
+        if let Some(shared) = &self.shared {
+            shared.render(&mut out);
         }
         out
     }

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::config::{RefreshPolicy, Tenant};
 use crate::metrics::TenantMetrics;
 use crate::oauth::{FetchError, IssuedToken, Retry};
+use crate::shared::Outcome;
 use crate::store::Store;
 
 /// How long a token is served, and when to refresh it.
@@ -106,9 +107,12 @@ pub struct TenantLoop<F> {
     pub metrics: Arc<TenantMetrics>,
     /// Upstream 401 reports: the version of the rejected token.
     pub rejections: mpsc::Receiver<u64>,
+    /// The shared token store, when configured: fetches go through its lock
+    /// and tokens other replicas publish arrive here.
+    pub shared: Option<crate::shared::Link>,
 }
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<IssuedToken, FetchError>> + Send>>;
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Outcome, FetchError>> + Send>>;
 
 impl<F: Fetcher> TenantLoop<F> {
     /// Runs until the task is aborted.
@@ -118,6 +122,8 @@ impl<F: Fetcher> TenantLoop<F> {
         let mut in_flight: Option<FetchFuture> = None;
         // (version, serve-until) of the token this tenant currently serves.
         let mut current: Option<(u64, Instant)> = None;
+        // Its version in the shared store (None: local, or no store).
+        let mut shared_version: Option<u64> = None;
         let mut last_forced: Option<Instant> = None;
         let mut failures: u32 = 0;
         loop {
@@ -127,27 +133,48 @@ impl<F: Fetcher> TenantLoop<F> {
                     next_fetch = None;
                     let fetcher = self.fetcher.clone();
                     let tenant = self.tenant.clone();
-                    in_flight = Some(Box::pin(async move { fetcher.fetch(&tenant).await }));
+                    in_flight = Some(match &self.shared {
+                        None => Box::pin(async move {
+                            fetcher.fetch(&tenant).await.map(|token| Outcome::Fetched { token, version: None })
+                        }),
+                        Some(link) => {
+                            let shared = link.tenant.clone();
+                            let known = current.and(shared_version);
+                            Box::pin(async move {
+                                shared.obtain(known, || fetcher.fetch(&tenant)).await
+                            })
+                        }
+                    });
                 }
                 result = poll_opt(&mut in_flight) => {
                     in_flight = None;
                     let now = Instant::now();
                     match result {
-                        Ok(token) => {
+                        Ok(outcome) => {
                             failures = 0;
-                            let plan = plan(&self.policy, token.lifetime, rand::random::<f64>() * 2.0 - 1.0);
-                            let until_wall = SystemTime::now() + plan.serve_for;
-                            let version = self.store.install(&id, &token.access_token, until_wall);
-                            self.metrics.success(SystemTime::now());
-                            current = Some((version, now + plan.serve_for));
-                            next_fetch = Some(now + plan.refresh_after);
+                            let got = Obtained::from(outcome);
+                            let plan = plan(&self.policy, got.lifetime, rand::random::<f64>() * 2.0 - 1.0);
+                            let serve_for = plan.serve_for.saturating_sub(got.age);
+                            let until_wall = SystemTime::now() + serve_for;
+                            let same = got.shared_version.is_some() && got.shared_version == shared_version && current.is_some();
+                            if !same {
+                                let version = self.store.install(&id, &got.token, until_wall);
+                                current = Some((version, now + serve_for));
+                                shared_version = got.shared_version;
+                            }
+                            if got.fetched {
+                                self.metrics.success(SystemTime::now());
+                            }
+                            next_fetch = Some(now + plan.refresh_after.saturating_sub(got.age));
                             info!(
                                 tenant = %id,
-                                version,
-                                lifetime_secs = token.lifetime.as_secs(),
-                                default_lifetime = token.defaulted_lifetime,
-                                serve_secs = plan.serve_for.as_secs(),
-                                refresh_in_secs = plan.refresh_after.as_secs(),
+                                version = current.map(|(v, _)| v).unwrap_or(0),
+                                shared_version,
+                                source = got.source,
+                                lifetime_secs = got.lifetime.as_secs(),
+                                default_lifetime = got.defaulted_lifetime,
+                                serve_secs = serve_for.as_secs(),
+                                refresh_in_secs = plan.refresh_after.saturating_sub(got.age).as_secs(),
                                 "token obtained"
                             );
                         }
@@ -180,6 +207,26 @@ impl<F: Fetcher> TenantLoop<F> {
                         error!(tenant = %id, version, "token expired with no replacement; requests for this tenant now fail closed");
                     }
                 }
+                Some(record) = adopted(&mut self.shared) => {
+                    if Some(record.version) != shared_version || current.is_none() {
+                        let now = Instant::now();
+                        let got = Obtained::from(Outcome::Adopted(record));
+                        let plan = plan(&self.policy, got.lifetime, rand::random::<f64>() * 2.0 - 1.0);
+                        let serve_for = plan.serve_for.saturating_sub(got.age);
+                        if !serve_for.is_zero() {
+                            if let Some(link) = &self.shared {
+                                link.tenant.shared_metrics().adopted();
+                            }
+                            let version = self.store.install(&id, &got.token, SystemTime::now() + serve_for);
+                            current = Some((version, now + serve_for));
+                            shared_version = got.shared_version;
+                            if in_flight.is_none() {
+                                next_fetch = Some(now + plan.refresh_after.saturating_sub(got.age));
+                            }
+                            info!(tenant = %id, version, shared_version, source = got.source, serve_secs = serve_for.as_secs(), "token obtained");
+                        }
+                    }
+                }
                 Some(version) = self.rejections.recv() => {
                     self.metrics.rejection();
                     let now = Instant::now();
@@ -197,7 +244,55 @@ impl<F: Fetcher> TenantLoop<F> {
     }
 }
 
-async fn poll_opt(f: &mut Option<FetchFuture>) -> Result<IssuedToken, FetchError> {
+/// A token ready to install, however it was obtained.
+struct Obtained {
+    token: crate::secret::Secret,
+    lifetime: Duration,
+    /// How much of `lifetime` had passed when it arrived (adopted tokens).
+    age: Duration,
+    defaulted_lifetime: bool,
+    shared_version: Option<u64>,
+    /// Whether this replica requested it from the auth server.
+    fetched: bool,
+    source: &'static str,
+}
+
+impl From<Outcome> for Obtained {
+    fn from(o: Outcome) -> Obtained {
+        match o {
+            Outcome::Fetched { token, version } => Obtained {
+                token: token.access_token,
+                lifetime: token.lifetime,
+                age: Duration::ZERO,
+                defaulted_lifetime: token.defaulted_lifetime,
+                shared_version: version,
+                fetched: true,
+                source: "fetched",
+            },
+            Outcome::Adopted(record) => {
+                let (lifetime, age) = record.lifetime_and_age(SystemTime::now());
+                Obtained {
+                    token: record.token,
+                    lifetime,
+                    age,
+                    defaulted_lifetime: false,
+                    shared_version: Some(record.version),
+                    fetched: false,
+                    source: "adopted",
+                }
+            }
+        }
+    }
+}
+
+async fn adopted(link: &mut Option<crate::shared::Link>) -> Option<crate::shared::Record> {
+    match link {
+        Some(link) => link.adopted.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_opt(f: &mut Option<FetchFuture>) -> Result<Outcome, FetchError> {
     match f.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,

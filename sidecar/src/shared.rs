@@ -310,6 +310,32 @@ impl Shared {
     }
 }
 
+/// What a tenant's refresh loop holds: its handle on the store, and the
+/// records other replicas publish (fed by a [`Watcher`] task).
+pub struct Link {
+    pub tenant: SharedTenant,
+    pub adopted: mpsc::Receiver<Record>,
+}
+
+impl Shared {
+    /// The link for one tenant's refresh loop; spawns its watcher.
+    pub fn link(&self, tenant: &Tenant) -> Link {
+        let shared = self.tenant(tenant);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(
+            Watcher {
+                shared: shared.clone(),
+                adopted: tx,
+            }
+            .run(),
+        );
+        Link {
+            tenant: shared,
+            adopted: rx,
+        }
+    }
+}
+
 /// What `ACQUIRE` decided.
 #[derive(Debug)]
 pub enum Acquired {
@@ -321,6 +347,10 @@ pub enum Acquired {
 impl SharedTenant {
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    pub fn shared_metrics(&self) -> &SharedMetrics {
+        &self.shared.inner.metrics
     }
 
     /// The Redis keys: token record, lock, version counter.

@@ -128,6 +128,7 @@ impl Harness {
                 store: store.clone(),
                 metrics: Arc::default(),
                 rejections: rx,
+                shared: None,
             }
             .run(),
         );
