@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`fakes`]: the fake auth server and the fake API, small axum apps.
 //! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
+//! - [`redis`]: a throwaway `redis-server` for the shared-token tests.
 //! - [`Stack`] (here): all of it wired together for one test.
 //!
 //! Build inputs first (`scripts/test` does): `cargo build -p sidecar` and
@@ -12,6 +13,7 @@
 
 pub mod fakes;
 pub mod procs;
+pub mod redis;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,0 +1,478 @@
+//! One token per tenant shared by every sidecar replica through a real
+//! `redis-server`: three real sidecar processes against one fake auth server
+//! that revokes a client's previous token on every issue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2e::fakes::{self, FakeAuth, Mode};
+use e2e::redis::RedisServer;
+use e2e::{eventually, Envoy, Sidecar};
+use tokio::time::Instant;
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// Sidecar YAML: 4 s tokens (refreshed every 1.6-2.4 s, served 3 s), 1 s
+/// token requests, a 2 s lock, quick backoff.
+fn yaml(redis: &RedisServer, mode: &str) -> String {
+    format!(
+        "refresh:\n  expiry_margin: 1s\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 250ms\n",
+        redis.url()
+    )
+}
+
+async fn replicas(auth: &FakeAuth, yaml: &str, n: usize) -> Vec<Sidecar> {
+    let tenants: Vec<String> = TENANTS.iter().map(|t| t.to_string()).collect();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Sidecar::start(auth, &tenants, yaml).await);
+    }
+    out
+}
+
+/// What one sidecar served, as its long-poll answered: (when, tenant, token).
+#[derive(Clone, Default)]
+struct Timeline(Arc<Mutex<Vec<(Instant, String, Option<String>)>>>);
+
+impl Timeline {
+    /// Follows the sidecar's token API with long-polls, recording each change.
+    fn follow(sidecar: &Sidecar) -> Timeline {
+        let timeline = Timeline::default();
+        let url = sidecar.tokens_url();
+        let t = timeline.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut after = 0u64;
+            let mut last: HashMap<String, Option<String>> = HashMap::new();
+            loop {
+                let r = http
+                    .get(format!("{url}/v1/tokens?after={after}&wait_ms=20000"))
+                    .send()
+                    .await;
+                let Ok(r) = r else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                if r.status() != 200 {
+                    continue;
+                }
+                let at = Instant::now();
+                let Ok(v) = r.json::<serde_json::Value>().await else {
+                    continue;
+                };
+                after = v["version"].as_u64().unwrap_or(0);
+                for tenant in TENANTS {
+                    let token = v["tenants"][tenant]["header"]
+                        .as_str()
+                        .and_then(|h| h.strip_prefix("Bearer "))
+                        .map(str::to_string);
+                    if last.get(tenant) != Some(&token) {
+                        last.insert(tenant.to_string(), token.clone());
+                        t.0.lock().unwrap().push((at, tenant.to_string(), token));
+                    }
+                }
+            }
+        });
+        timeline
+    }
+
+    fn entries(&self) -> Vec<(Instant, String, Option<String>)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// When this sidecar first served `token`.
+    fn first_served(&self, token: &str) -> Option<Instant> {
+        self.entries()
+            .into_iter()
+            .find(|(_, _, t)| t.as_deref() == Some(token))
+            .map(|(at, _, _)| at)
+    }
+
+    /// The token it served last for `tenant`.
+    fn current(&self, tenant: &str) -> Option<String> {
+        self.entries()
+            .into_iter()
+            .rev()
+            .find(|(_, t, _)| t == tenant)
+            .and_then(|(_, _, token)| token)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Over several refresh cycles the auth server issues one token per cycle
+/// per tenant (not one per replica), every issued token is served by all
+/// three replicas in issue order, and a replica serves a revoked token only
+/// for the adoption latency (reported; goal p99 ≤ 50 ms).
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_one_issue_per_cycle() {
+    let redis = RedisServer::start();
+    let auth = FakeAuth::start(4).await;
+    let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
+    let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
+    let start = Instant::now();
+    eventually(Duration::from_secs(30), "6 tokens per tenant", || async {
+        TENANTS
+            .iter()
+            .all(|t| auth.issued_for(t).len() >= 6)
+            .then_some(())
+    })
+    .await;
+    let elapsed = start.elapsed();
+    // Let the last adoption land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for tenant in TENANTS {
+        let issued = auth.issued_for(tenant);
+        // A cycle is at least 40% of the 4 s life (refresh at 50% ± 10%).
+        let cycles = elapsed.as_secs_f64() / 1.6 + 1.0;
+        assert!(
+            (issued.len() as f64) <= cycles + 1.0,
+            "{tenant}: {} issues in {elapsed:?} is more than one per cycle",
+            issued.len()
+        );
+        for pair in issued.windows(2) {
+            let gap = pair[1].at.duration_since(pair[0].at);
+            assert!(
+                gap >= Duration::from_millis(1500),
+                "{tenant}: two issues {gap:?} apart: replicas fetched separately"
+            );
+        }
+        for (i, timeline) in timelines.iter().enumerate() {
+            let served: Vec<String> = timeline
+                .entries()
+                .into_iter()
+                .filter(|(_, t, _)| t == tenant)
+                .filter_map(|(_, _, token)| token)
+                .collect();
+            let issued_tokens: Vec<String> = issued.iter().map(|i| i.token.clone()).collect();
+            assert!(
+                issued_tokens.ends_with(&served)
+                    || served.ends_with(&issued_tokens)
+                    || served == issued_tokens,
+                "replica {i} {tenant}: served {served:?}, issued {issued_tokens:?}"
+            );
+            for issue in issued.iter().skip(1) {
+                let at = timeline
+                    .first_served(&issue.token)
+                    .unwrap_or_else(|| panic!("replica {i} never served {tenant}'s token"));
+                latencies.push(at.saturating_duration_since(issue.at));
+            }
+        }
+    }
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    );
+    eprintln!(
+        "adoption latency over {} samples: p50 {p50:?} p99 {p99:?} max {max:?}",
+        latencies.len()
+    );
+    assert!(p99 <= Duration::from_millis(250), "adoption p99 {p99:?}");
+    for s in &sidecars {
+        let m = reqwest::get(format!("{}/metrics", s.probes_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("authproxy_shared_tokens_total{source=\"adopted\"}"));
+        assert!(m.contains("authproxy_shared_subscribed 1"), "{m}");
+    }
+}
+
+/// The lock holder is SIGKILLed mid-fetch: nobody else fetches until its
+/// lock runs out, then exactly one replica takes over and all serve its
+/// token (exclusive mode: no double issue).
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_holder_killed_mid_fetch() {
+    let redis = RedisServer::start();
+    let auth = FakeAuth::start(60).await;
+    auth.set_mode(Mode::Hang);
+    let mut sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
+    // One request per tenant: the lock holders' (hanging).
+    eventually(Duration::from_secs(5), "the first fetches", || async {
+        (auth.requests() >= 2).then_some(())
+    })
+    .await;
+    let locks = redis.keys("authproxy:*:lock");
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    let owners: Vec<String> = locks.iter().filter_map(|k| redis.get(k)).collect();
+    let pid_of = |owner: &str| owner.split('/').nth(1).and_then(|p| p.parse::<u32>().ok());
+    let holder = sidecars
+        .iter()
+        .position(|s| s.pid() == pid_of(&owners[0]))
+        .expect("the lock holder is one of ours");
+    sidecars[holder].kill().await;
+    let killed = Instant::now();
+    auth.set_mode(Mode::Issue { lifetime: 60 });
+    eventually(Duration::from_secs(8), "a takeover", || async {
+        TENANTS
+            .iter()
+            .all(|t| !auth.issued_for(t).is_empty())
+            .then_some(())
+    })
+    .await;
+    // Let any second fetch show itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for tenant in TENANTS {
+        let issued = auth.issued_for(tenant);
+        assert_eq!(issued.len(), 1, "{tenant}: double issue");
+    }
+    let token = auth.issued_for("acme")[0].clone();
+    // The killed holder's lock had up to 2 s left; nobody fetched before.
+    let lock_held = token.at.duration_since(killed);
+    assert!(
+        lock_held >= Duration::from_millis(500),
+        "took over after {lock_held:?}: before the lock ran out"
+    );
+    for (i, s) in sidecars.iter().enumerate().filter(|(i, _)| *i != holder) {
+        let t = Timeline::follow(s);
+        eventually(Duration::from_secs(2), "the shared token", || async {
+            (t.current("acme") == Some(token.token.clone())).then_some(())
+        })
+        .await;
+        let _ = i;
+    }
+    // 2 hanging requests (one per tenant) + one takeover each.
+    assert_eq!(auth.requests(), 4);
+}
+
+/// Redis stopped: best-effort replicas go back to fetching their own tokens;
+/// Redis back: they share again (one issue per cycle).
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_best_effort() {
+    let mut redis = RedisServer::start();
+    let auth = FakeAuth::start(4).await;
+    let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
+    let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
+    eventually(Duration::from_secs(10), "a shared token", || async {
+        let want = auth.issued_for("acme").last().map(|i| i.token.clone());
+        (want.is_some() && timelines.iter().all(|t| t.current("acme") == want)).then_some(())
+    })
+    .await;
+    redis.stop();
+    let before = auth.issued_for("acme").len();
+    // Each replica fetches on its own refresh: 3 issues within one cycle.
+    eventually(Duration::from_secs(6), "local fetches", || async {
+        (auth.issued_for("acme").len() >= before + 3).then_some(())
+    })
+    .await;
+    redis.resume();
+    // Sharing resumes: the replicas converge on one token and then see one
+    // issue per cycle.
+    let converged = eventually(
+        Duration::from_secs(15),
+        "one shared token again",
+        || async {
+            let want = auth.issued_for("acme").last().map(|i| i.token.clone());
+            (want.is_some() && timelines.iter().all(|t| t.current("acme") == want))
+                .then(|| auth.issued_for("acme").len())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "two more cycles", || async {
+        (auth.issued_for("acme").len() >= converged + 2).then_some(())
+    })
+    .await;
+    let issued = auth.issued_for("acme");
+    for pair in issued[converged..].windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(1200),
+            "issues {gap:?} apart after Redis came back"
+        );
+    }
+}
+
+/// Redis stopped in exclusive mode: no replica fetches, each serves the
+/// current token until it expires and then none; Redis back: one fetch, and
+/// every replica serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_exclusive() {
+    let mut redis = RedisServer::start();
+    let auth = FakeAuth::start(4).await;
+    let sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
+    let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
+    let token = eventually(Duration::from_secs(10), "a shared token", || async {
+        let want = auth.issued_for("acme").last().map(|i| i.token.clone());
+        (want.is_some() && timelines.iter().all(|t| t.current("acme") == want)).then_some(want?)
+    })
+    .await;
+    redis.stop();
+    let stopped = Instant::now();
+    let issued_before = auth.issued().len();
+    // Served until it expires (3 s of serving from issue), then nothing.
+    eventually(
+        Duration::from_secs(6),
+        "the token to expire everywhere",
+        || async {
+            timelines
+                .iter()
+                .all(|t| t.current("acme").is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    for t in &timelines {
+        let gone = t
+            .entries()
+            .into_iter()
+            .find(|(at, tenant, tok)| *at > stopped && tenant == "acme" && tok.is_none())
+            .map(|(at, _, _)| at)
+            .expect("expiry recorded");
+        let issued_at = auth
+            .issued_for("acme")
+            .iter()
+            .find(|i| i.token == token)
+            .unwrap()
+            .at;
+        assert!(
+            gone.duration_since(issued_at) >= Duration::from_millis(2500),
+            "stopped serving {:?} after issue, before the token expired",
+            gone.duration_since(issued_at)
+        );
+    }
+    assert_eq!(
+        auth.issued().len(),
+        issued_before,
+        "exclusive fetched without the lock"
+    );
+    redis.resume();
+    let after = eventually(Duration::from_secs(10), "sharing again", || async {
+        let want = auth.issued_for("acme").last().map(|i| i.token.clone())?;
+        (want != token
+            && timelines
+                .iter()
+                .all(|t| t.current("acme").as_ref() == Some(&want)))
+        .then(|| auth.issued_for("acme").len())
+    })
+    .await;
+    assert_eq!(after, auth.issued_for("acme").len());
+    // One fetch per tenant after the outage, not one per replica.
+    let new: Vec<_> = auth.issued_for("acme")[1..].iter().map(|i| i.at).collect();
+    assert!(
+        new.windows(2)
+            .all(|w| w[1].duration_since(w[0]) >= Duration::from_millis(1200)),
+        "more than one fetch per cycle after Redis came back"
+    );
+}
+
+/// A 401 storm from all replicas at once causes exactly one token request.
+#[tokio::test(flavor = "multi_thread")]
+async fn rejection_storm_fetches_once() {
+    let redis = RedisServer::start();
+    let auth = FakeAuth::start(3600).await;
+    let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
+    let http = reqwest::Client::new();
+    let versions = eventually(Duration::from_secs(10), "one shared token", || async {
+        let mut versions = Vec::new();
+        let want = auth
+            .issued_for("acme")
+            .last()
+            .map(|i| format!("Bearer {}", i.token))?;
+        for s in &sidecars {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/tokens", s.tokens_url()))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let entry = &v["tenants"]["acme"];
+            (entry["header"].as_str() == Some(want.as_str())).then_some(())?;
+            versions.push(entry["version"].as_u64()?);
+        }
+        Some(versions)
+    })
+    .await;
+    assert_eq!(auth.issued_for("acme").len(), 1);
+    // Every replica reports its own version of the token, 5 times, at once.
+    let mut storm = Vec::new();
+    for (s, v) in sidecars.iter().zip(&versions) {
+        for _ in 0..5 {
+            let url = format!("{}/v1/tenants/acme/rejected?version={v}", s.tokens_url());
+            let http = http.clone();
+            storm.push(tokio::spawn(async move { http.post(url).send().await }));
+        }
+    }
+    for r in storm {
+        assert_eq!(r.await.unwrap().unwrap().status(), 202);
+    }
+    eventually(Duration::from_secs(5), "a new token", || async {
+        (auth.issued_for("acme").len() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(auth.issued_for("acme").len(), 2, "one storm, one fetch");
+    assert_eq!(auth.issued_for("globex").len(), 1);
+}
+
+/// Through real Envoys: each replica's filter injects the same shared token
+/// and the revoke-previous API accepts every request, also after a rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_replicas_inject_the_shared_token() {
+    let redis = RedisServer::start();
+    let auth = FakeAuth::start(4).await;
+    let api = fakes::serve(fakes::revoke_previous_api(auth.clone())).await;
+    let sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
+    let mut envoys = Vec::new();
+    for s in &sidecars {
+        envoys.push(Envoy::start(s.tokens_addr.port(), fakes::port_of(&api), None).await);
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let get = |envoy: &Envoy| {
+        let http = http.clone();
+        let url = format!("{}/ping", envoy.url());
+        async move {
+            let r = http
+                .get(url)
+                .header("x-tenant-id", "acme")
+                .send()
+                .await
+                .ok()?;
+            let ok = r.status() == 200;
+            let body: serde_json::Value = r.json().await.ok()?;
+            ok.then(|| body["token"].as_str().map(str::to_string))
+                .flatten()
+        }
+    };
+    for round in 0..2 {
+        let want = auth.issued_for("acme").len().max(1) + round;
+        let token = eventually(Duration::from_secs(10), "a token issued", || async {
+            auth.issued_for("acme")
+                .get(want - 1)
+                .map(|i| i.token.clone())
+        })
+        .await;
+        for e in &envoys {
+            // 10 in a row: every worker of this Envoy injects the token.
+            let streak = std::cell::Cell::new(0);
+            eventually(
+                Duration::from_secs(3),
+                "the shared token through Envoy",
+                || async {
+                    let ok = get(e).await.as_deref() == Some(token.as_str());
+                    streak.set(if ok { streak.get() + 1 } else { 0 });
+                    (streak.get() >= 10).then_some(())
+                },
+            )
+            .await;
+        }
+    }
+    // One issue per cycle although three replicas serve.
+    let issued = auth.issued_for("acme");
+    for pair in issued.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(1200));
+    }
+}
