@@ -31,9 +31,12 @@ async fn replicas(auth: &FakeAuth, yaml: &str, n: usize) -> Vec<Sidecar> {
     out
 }
 
-/// What one sidecar served, as its long-poll answered: (when, tenant, token).
+/// One change a sidecar's long-poll answered: (when, tenant, token).
+type Served = (Instant, String, Option<String>);
+
+/// What one sidecar served, change by change.
 #[derive(Clone, Default)]
-struct Timeline(Arc<Mutex<Vec<(Instant, String, Option<String>)>>>);
+struct Timeline(Arc<Mutex<Vec<Served>>>);
 
 impl Timeline {
     /// Follows the sidecar's token API with long-polls, recording each change.
@@ -77,7 +80,7 @@ impl Timeline {
         timeline
     }
 
-    fn entries(&self) -> Vec<(Instant, String, Option<String>)> {
+    fn entries(&self) -> Vec<Served> {
         self.0.lock().unwrap().clone()
     }
 
@@ -232,13 +235,12 @@ async fn lock_holder_killed_mid_fetch() {
         lock_held >= Duration::from_millis(500),
         "took over after {lock_held:?}: before the lock ran out"
     );
-    for (i, s) in sidecars.iter().enumerate().filter(|(i, _)| *i != holder) {
+    for (_, s) in sidecars.iter().enumerate().filter(|(i, _)| *i != holder) {
         let t = Timeline::follow(s);
         eventually(Duration::from_secs(2), "the shared token", || async {
             (t.current("acme") == Some(token.token.clone())).then_some(())
         })
         .await;
-        let _ = i;
     }
     // 2 hanging requests (one per tenant) + one takeover each.
     assert_eq!(auth.requests(), 4);
