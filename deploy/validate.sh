@@ -11,7 +11,7 @@
 #   selftest  each validator rejects a known-bad input, so none can pass vacuously
 #   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
-#   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
+#   k8s       every overlay (also the *-shared ones) and Job kustomization renders (`kubectl kustomize`) and passes
 #             `kubernetes-validate --strict`, then deploy/policy_check.py
 #   docker    hadolint on deploy/docker/*.Dockerfile
 #   binaries  static musl release builds of sidecar and importer
@@ -266,6 +266,12 @@ for env in "${ENVS[@]}"; do
     "$PY" deploy/policy_check.py "$OUT"/rendered/overlays_"$1".yaml "$OUT"/rendered/overlays_"$1"_*.yaml "$all"
   }
   check "policy $env (deploy/policy_check.py)" policy "$env"
+done
+# The shared-token variants (Redis/Valkey, issue 15): the app only; their Jobs
+# are the base environment's.
+for dir in overlays/dev-shared overlays/prod-shared; do
+  check "kustomize + kubernetes-validate --strict $dir" render "$dir" &&
+    check "policy $dir (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/$(echo "$dir" | tr / _).yaml"
 done
 
 # --------------------------------------------------------------- docker ----
