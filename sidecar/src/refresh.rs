@@ -153,7 +153,7 @@ impl<F: Fetcher> TenantLoop<F> {
                         Ok(outcome) => {
                             failures = 0;
                             let got = Obtained::from(outcome);
-                            let plan = plan(&self.policy, got.lifetime, rand::random::<f64>() * 2.0 - 1.0);
+                            let plan = plan(&self.policy, got.lifetime, jitter_draw(got.shared_version));
                             let serve_for = plan.serve_for.saturating_sub(got.age);
                             let until_wall = SystemTime::now() + serve_for;
                             let same = got.shared_version.is_some() && got.shared_version == shared_version && current.is_some();
@@ -211,7 +211,7 @@ impl<F: Fetcher> TenantLoop<F> {
                     if Some(record.version) != shared_version || current.is_none() {
                         let now = Instant::now();
                         let got = Obtained::from(Outcome::Adopted(record));
-                        let plan = plan(&self.policy, got.lifetime, rand::random::<f64>() * 2.0 - 1.0);
+                        let plan = plan(&self.policy, got.lifetime, jitter_draw(got.shared_version));
                         let serve_for = plan.serve_for.saturating_sub(got.age);
                         if !serve_for.is_zero() {
                             if let Some(link) = &self.shared {
@@ -282,6 +282,18 @@ impl From<Outcome> for Obtained {
                 }
             }
         }
+    }
+}
+
+/// The jitter draw in [-1, 1] for a token's refresh point. A shared token's
+/// is derived from its version, so every replica plans the same refresh
+/// point: one of them takes the lock and the others adopt, and the refresh
+/// rate doesn't grow with the replica count (with independent draws the
+/// earliest of N would win). Tenants still spread, since versions differ.
+fn jitter_draw(shared_version: Option<u64>) -> f64 {
+    match shared_version {
+        Some(v) => crate::shared::unit_from(v) * 2.0 - 1.0,
+        None => rand::random::<f64>() * 2.0 - 1.0,
     }
 }
 

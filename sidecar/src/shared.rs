@@ -650,6 +650,16 @@ pub fn tag(tenant: &Tenant) -> String {
     format!("{}:{:08x}", tenant.id, h as u32)
 }
 
+/// A uniform draw in [0, 1) determined by `v` (SplitMix64), the same on
+/// every replica.
+pub fn unit_from(v: u64) -> f64 {
+    let mut z = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn owner_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()

@@ -346,3 +346,17 @@ fn config_errors_name_the_key() {
     let cfg = Config::from_yaml(yaml, Path::new("t.yaml"), std::iter::empty()).unwrap();
     assert!(cfg.shared.is_none());
 }
+
+/// Replicas derive the same refresh jitter from a shared version, and
+/// versions spread over the whole range.
+#[test]
+fn jitter_from_version_is_shared_and_spread() {
+    assert_eq!(unit_from(42), unit_from(42));
+    let draws: Vec<f64> = (1_700_000_000_000_000u64..)
+        .take(1000)
+        .map(unit_from)
+        .collect();
+    assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+    let low = draws.iter().filter(|u| **u < 0.5).count();
+    assert!((400..=600).contains(&low), "{low} of 1000 below 0.5");
+}
