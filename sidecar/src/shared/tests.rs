@@ -360,3 +360,81 @@ fn jitter_from_version_is_shared_and_spread() {
     let low = draws.iter().filter(|u| **u < 0.5).count();
     assert!((400..=600).contains(&low), "{low} of 1000 below 0.5");
 }
+
+/// The ACL the README documents is enough: an `authproxy` user limited to
+/// the prefix, its password from a file, fetches, publishes and is notified;
+/// a wrong password is a Redis error (so `exclusive` refuses to fetch).
+#[tokio::test]
+async fn acl_user_with_password_file() {
+    let redis = RedisServer::start();
+    let reply = redis
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "authproxy",
+            "on",
+            ">s3cret-pw",
+            "~authproxy:*",
+            "&authproxy:*",
+            "+@read",
+            "+@write",
+            "+@scripting",
+            "+@pubsub",
+            "+@connection",
+            "-@dangerous",
+        ])
+        .unwrap();
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, "s3cret-pw\n").unwrap();
+    std::fs::write(&bad, "wrong\n").unwrap();
+    let with = |file: &std::path::Path| {
+        config(
+            &redis.url(),
+            &format!(
+                "  username: authproxy\n  password: {{file: {}}}\n  mode: exclusive",
+                file.display()
+            ),
+        )
+    };
+    let cfg = with(&good);
+    let (a, b) = (replica(&cfg), replica(&cfg));
+    let (tx, mut rx) = mpsc::channel(4);
+    tokio::spawn(
+        Watcher {
+            shared: b.clone(),
+            adopted: tx,
+        }
+        .run(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !b.shared.metrics().is_subscribed() {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = a
+        .obtain(None, || async { Ok(token("t1", 60)) })
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Fetched {
+            version: Some(_),
+            ..
+        }
+    ));
+    let r = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("notified in time")
+        .unwrap();
+    assert_eq!(r.token.expose(), "t1");
+    let wrong = replica(&with(&bad));
+    let err = wrong
+        .obtain(None, || async { Ok(token("never", 60)) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, "shared_store_unavailable");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
