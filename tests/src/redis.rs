@@ -17,6 +17,9 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// TLS only (`start_tls`): plain-text commands ([`RedisServer::command`])
+    /// don't work then.
+    tls: bool,
 }
 
 fn binary() -> PathBuf {
@@ -47,6 +50,21 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a fresh server: no persistence, loopback only.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    /// Starts a fresh server that speaks only TLS, with a certificate for
+    /// IP 127.0.0.1 from a throwaway CA (`openssl`); see [`RedisServer::ca_file`].
+    pub fn start_tls() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    /// The throwaway CA's certificate (PEM) of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> RedisServer {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "authproxy-redis-{}-{}",
@@ -58,14 +76,95 @@ impl RedisServer {
             port: free_port(),
             child: None,
             dir,
+            tls,
         };
+        if tls {
+            server.make_certificates();
+        }
         server.resume();
         server
     }
 
-    /// `redis://127.0.0.1:port/0`.
+    /// `redis://127.0.0.1:port/0` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    fn make_certificates(&self) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .expect("openssl (Debian package openssl; scripts/setup installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=authproxy test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            self.dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
     }
 
     /// Kills the server (SIGKILL: data and connections are gone at once).
@@ -80,12 +179,24 @@ impl RedisServer {
     /// answers PING.
     pub fn resume(&mut self) {
         self.stop();
-        let child = Command::new(binary())
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new(binary());
+        if self.tls {
+            let file = |f: &str| self.dir.join(f).display().to_string();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("server.crt")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,15 +204,23 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self
-                .command(&["PING"])
-                .is_some_and(|r| r.starts_with("+PONG"))
-            {
+            let up = if self.tls {
+                // Listening is enough (a plain PING would be refused).
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.command(&["PING"])
+                    .is_some_and(|r| r.starts_with("+PONG"))
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        panic!(
+            "redis-server on port {} did not answer PING; its log:\n{log}",
+            self.port
+        );
     }
 
     /// Sends one command (RESP array of bulk strings); returns the raw reply

@@ -438,3 +438,52 @@ async fn acl_user_with_password_file() {
     assert_eq!(err.reason, "shared_store_unavailable");
     assert!(!err.to_string().contains("wrong"), "{err}");
 }
+
+/// `rediss://` with `ca_file`: the protocol works over TLS, including the
+/// notification subscription; without the CA the server is not trusted.
+#[tokio::test]
+async fn tls_with_ca_file() {
+    let redis = RedisServer::start_tls();
+    let ca = redis.ca_file();
+    let cfg = config(
+        &redis.url(),
+        &format!("  ca_file: {}\n  mode: exclusive", ca.display()),
+    );
+    let (a, b) = (replica(&cfg), replica(&cfg));
+    let (tx, mut rx) = mpsc::channel(4);
+    tokio::spawn(
+        Watcher {
+            shared: b.clone(),
+            adopted: tx,
+        }
+        .run(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !b.shared.metrics().is_subscribed() {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = a
+        .obtain(None, || async { Ok(token("t1", 60)) })
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Fetched {
+            version: Some(_),
+            ..
+        }
+    ));
+    let r = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("notified in time")
+        .unwrap();
+    assert_eq!(r.token.expose(), "t1");
+    // The system roots don't know the test CA.
+    let untrusted = replica(&config(&redis.url(), "  mode: exclusive"));
+    let err = untrusted
+        .obtain(None, || async { Ok(token("never", 60)) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, "shared_store_unavailable");
+}
