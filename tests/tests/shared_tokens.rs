@@ -178,6 +178,14 @@ async fn three_replicas_one_issue_per_cycle() {
         latencies.len()
     );
     assert!(p99 <= Duration::from_millis(250), "adoption p99 {p99:?}");
+    let tokens: Vec<String> = auth.issued().into_iter().map(|i| i.token).collect();
+    for (i, s) in sidecars.iter().enumerate() {
+        let logs = s.output.text();
+        assert!(logs.contains("\"adopted\""), "replica {i} logs no adoption");
+        for t in &tokens {
+            assert!(!logs.contains(t.as_str()), "replica {i} logged a token");
+        }
+    }
     for s in &sidecars {
         let m = reqwest::get(format!("{}/metrics", s.probes_url()))
             .await
@@ -476,5 +484,82 @@ async fn envoy_replicas_inject_the_shared_token() {
     let issued = auth.issued_for("acme");
     for pair in issued.windows(2) {
         assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(1200));
+    }
+}
+
+/// Readiness does not depend on Redis: with Redis down from the start a
+/// best-effort sidecar fetches locally and becomes ready, counting Redis
+/// errors; the token API serves the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_without_redis_in_best_effort() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let auth = FakeAuth::start(60).await;
+    let sidecar = &replicas(&auth, &yaml(&redis, "best_effort"), 1).await[0];
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(10), "/readyz 200", || async {
+        let r = http
+            .get(format!("{}/readyz", sidecar.probes_url()))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(auth.issued().len(), TENANTS.len());
+    let m = http
+        .get(format!("{}/metrics", sidecar.probes_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("authproxy_shared_tokens_total{source=\"fetched_local\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("authproxy_shared_subscribed 0"), "{m}");
+}
+
+/// A bad `shared` setting, in the file or from the environment, stops the
+/// sidecar with one line naming the key and exit code 64.
+#[tokio::test]
+async fn bad_shared_config_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s\n").unwrap();
+    let base = format!(
+        "tenants:\n  acme:\n    token_url: http://127.0.0.1:9/token\n    client_id: c\n    auth: {{method: client_secret_post, secret: {{file: {}}}}}\n",
+        secret.display()
+    );
+    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+        (
+            "shared:\n  url: redis://x\n  mode: sometimes\n",
+            &[],
+            "shared.mode",
+        ),
+        ("shared:\n  url: redis://:hunter2@x\n", &[], "shared.url"),
+        (
+            "shared:\n  url: redis://x\n",
+            &[("AUTHPROXY__SHARED__LOCK_TTL", "1ms")],
+            "shared.lock_ttl",
+        ),
+    ];
+    for (block, env, key) in cases {
+        let path = dir.path().join("sidecar.yaml");
+        std::fs::write(&path, format!("{block}{base}")).unwrap();
+        let out = std::process::Command::new(e2e::procs::sidecar_bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{block}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
