@@ -533,7 +533,9 @@ async fn bad_shared_config_exits_64() {
         "tenants:\n  acme:\n    token_url: http://127.0.0.1:9/token\n    client_id: c\n    auth: {{method: client_secret_post, secret: {{file: {}}}}}\n",
         secret.display()
     );
-    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+    // (YAML block, environment, the key the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
         (
             "shared:\n  url: redis://x\n  mode: sometimes\n",
             &[],
