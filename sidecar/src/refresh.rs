@@ -208,7 +208,8 @@ impl<F: Fetcher> TenantLoop<F> {
                     }
                 }
                 Some(record) = adopted(&mut self.shared) => {
-                    if Some(record.version) != shared_version || current.is_none() {
+                    // Versions only rise; an older record can only be a late read.
+                    if record.version > shared_version.unwrap_or(0) || current.is_none() {
                         let now = Instant::now();
                         let got = Obtained::from(Outcome::Adopted(record));
                         let plan = plan(&self.policy, got.lifetime, jitter_draw(got.shared_version));
