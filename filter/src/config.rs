@@ -26,9 +26,55 @@ pub const REJECTION_QUEUE: &str = "authproxy.rejections";
 /// Largest `clock_allowance_ms`: it is an allowance, not a second margin.
 pub const MAX_CLOCK_ALLOWANCE_MS: u64 = 5_000;
 
+/// Filter-state names (Envoy: `wasm.<name>`) the injector writes for the
+/// audit access log: `%FILTER_STATE(wasm.authproxy_tenant:PLAIN)%`.
+pub const AUDIT_TENANT: &str = "authproxy_tenant";
+/// The version of the token injected (never the token).
+pub const AUDIT_TOKEN_VERSION: &str = "authproxy_token_version";
+/// Response header of every refusal, with its stable code, for the audit
+/// log (`%RESP(X-AUTHPROXY-ERROR)%`); Envoy's own refusals (JWT, method)
+/// get it from the `local_reply_config` in the Envoy configuration.
+pub const ERROR_HEADER: &str = "x-authproxy-error";
+
+/// How the caller is identified. Envoy establishes the identity before the
+/// filter runs (a verified client certificate, a verified JWT); the filter
+/// reads it from a property no request header can set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No caller identity: any caller that reaches the listener may use any
+    /// tenant. Only for local development and the demo; logged at start.
+    Anonymous,
+    /// Envoy's `jwt_authn` verified a JWT; the identity is a claim of its
+    /// payload, read from the dynamic metadata at `property`.
+    Jwt { property: Vec<String> },
+    /// The listener required a client certificate; the identity is its URI
+    /// SAN (SPIFFE ID), DNS SAN or subject, read from `property`.
+    Mtls { property: Vec<String> },
+}
+
+impl Identity {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::Jwt { .. } => "jwt",
+            Identity::Mtls { .. } => "mtls",
+        }
+    }
+
+    /// The property path to read the identity from; `None` when anonymous.
+    pub fn property(&self) -> Option<&[String]> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::Jwt { property } | Identity::Mtls { property } => Some(property),
+        }
+    }
+}
+
 /// Configuration of the `bearer_injector` HTTP filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectorConfig {
+    /// How callers are identified (required: no silent default).
+    pub identity: Identity,
     /// Lower-case request header naming the tenant.
     pub tenant_header: String,
     /// Tenant used when the request has no tenant header.
@@ -62,7 +108,20 @@ pub struct FetcherConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawIdentity {
+    mode: String,
+    /// jwt: the `payload_in_metadata` name of Envoy's `jwt_authn` provider.
+    jwt_payload: Option<String>,
+    /// jwt: the claim that names the caller.
+    claim: Option<String>,
+    /// mtls: `uri` (SPIFFE ID), `dns` or `subject`.
+    san: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawInjector {
+    identity: Option<RawIdentity>,
     tenant_header: Option<String>,
     default_tenant: Option<String>,
     tick_ms: Option<u64>,
@@ -98,10 +157,71 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+impl RawIdentity {
+    fn validate(self) -> Result<Identity, String> {
+        let unused = |key: &str, v: &Option<String>| match v {
+            Some(_) => Err(format!("identity.{key}: not used by mode {:?}", self.mode)),
+            None => Ok(()),
+        };
+        match self.mode.as_str() {
+            "anonymous" => {
+                unused("jwt_payload", &self.jwt_payload)?;
+                unused("claim", &self.claim)?;
+                unused("san", &self.san)?;
+                Ok(Identity::Anonymous)
+            }
+            "jwt" => {
+                unused("san", &self.san)?;
+                let payload = self
+                    .jwt_payload
+                    .clone()
+                    .unwrap_or_else(|| "jwt_payload".into());
+                let claim = self.claim.clone().unwrap_or_else(|| "sub".into());
+                if payload.is_empty() || claim.is_empty() {
+                    return Err("identity.jwt_payload/claim: must not be empty".into());
+                }
+                Ok(Identity::Jwt {
+                    property: vec![
+                        "metadata".into(),
+                        "filter_metadata".into(),
+                        "envoy.filters.http.jwt_authn".into(),
+                        payload,
+                        claim,
+                    ],
+                })
+            }
+            "mtls" => {
+                unused("jwt_payload", &self.jwt_payload)?;
+                unused("claim", &self.claim)?;
+                let field = match self.san.as_deref().unwrap_or("uri") {
+                    "uri" => "uri_san_peer_certificate",
+                    "dns" => "dns_san_peer_certificate",
+                    "subject" => "subject_peer_certificate",
+                    other => {
+                        return Err(format!(
+                            "identity.san: {other:?} is not uri, dns or subject"
+                        ))
+                    }
+                };
+                Ok(Identity::Mtls {
+                    property: vec!["connection".into(), field.into()],
+                })
+            }
+            other => Err(format!(
+                "identity.mode: {other:?} is not jwt, mtls or anonymous"
+            )),
+        }
+    }
+}
+
 impl InjectorConfig {
     /// Parses and validates the JSON plugin configuration.
     pub fn parse(bytes: &[u8]) -> Result<InjectorConfig, String> {
         let raw: RawInjector = parse_json(bytes)?;
+        let identity = raw
+            .identity
+            .ok_or("identity: required: {\"mode\": \"jwt\" | \"mtls\" | \"anonymous\"}")?
+            .validate()?;
         let tenant_header = raw
             .tenant_header
             .unwrap_or_else(|| "x-tenant-id".into())
@@ -147,6 +267,7 @@ impl InjectorConfig {
             return Err("vm_id: must not be empty".into());
         }
         Ok(InjectorConfig {
+            identity,
             tenant_header,
             default_tenant: raw.default_tenant,
             tick_ms,
@@ -200,11 +321,24 @@ mod tests {
     /// An empty configuration takes the documented defaults.
     #[test]
     fn defaults() {
-        let c = InjectorConfig::parse(b"").unwrap();
+        let err = InjectorConfig::parse(b"").unwrap_err();
+        assert!(err.starts_with("identity: required"), "{err}");
+        let c = InjectorConfig::parse(br#"{"identity": {"mode": "anonymous"}}"#).unwrap();
+        assert_eq!(c.identity, Identity::Anonymous);
         assert_eq!(c.tenant_header, "x-tenant-id");
         assert_eq!(c.default_tenant, None);
         assert_eq!(c.tick_ms, 20);
         assert_eq!(c.clock_allowance_ms, 100);
+        let jwt = InjectorConfig::parse(br#"{"identity": {"mode": "jwt"}}"#).unwrap();
+        assert_eq!(
+            jwt.identity.property().unwrap().join("/"),
+            "metadata/filter_metadata/envoy.filters.http.jwt_authn/jwt_payload/sub"
+        );
+        let mtls = InjectorConfig::parse(br#"{"identity": {"mode": "mtls"}}"#).unwrap();
+        assert_eq!(
+            mtls.identity.property().unwrap().join("/"),
+            "connection/uri_san_peer_certificate"
+        );
         let f = FetcherConfig::parse(b"{}").unwrap();
         assert_eq!(f.sidecar_cluster, "sidecar");
         assert_eq!(f.poll_wait_ms, 25_000);
@@ -229,7 +363,21 @@ mod tests {
             ),
             (r#"{"typo": 1}"#, "typo"),
             (r#"not json"#, "not valid"),
+            (r#"{"identity": {"mode": "none"}}"#, "identity.mode"),
+            (
+                r#"{"identity": {"mode": "mtls", "san": "ip"}}"#,
+                "identity.san",
+            ),
+            (
+                r#"{"identity": {"mode": "anonymous", "claim": "sub"}}"#,
+                "identity.claim",
+            ),
         ] {
+            let json = if json.starts_with('{') && !json.contains("identity") {
+                json.replacen('{', r#"{"identity": {"mode": "anonymous"}, "#, 1)
+            } else {
+                json.to_string()
+            };
             let err = InjectorConfig::parse(json.as_bytes()).unwrap_err();
             assert!(err.contains(key), "{json}: {err}");
         }

@@ -15,9 +15,18 @@ pub struct HostError(pub &'static str);
 pub trait Stream {
     /// The first value of a request header (Envoy's single-header read).
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// Every value of a request header, joined with `,` (Envoy's
+    /// `request.headers` property), so a repeated header can be told apart
+    /// from a single one in one call. Like the real host, it answers `None`
+    /// for an empty value as for an absent header.
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>>;
     /// Replaces every value of the header with `value`.
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// A property of the stream (connection, dynamic metadata, ...).
+    fn property(&self, path: &[String]) -> Option<Vec<u8>>;
+    /// Writes `value` into the stream's filter state as `wasm.<name>`, where
+    /// the access log reads it.
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn response_status(&self) -> Option<Vec<u8>>;
     fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
 }

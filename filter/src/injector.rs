@@ -2,11 +2,15 @@
 //! over the [`host`](crate::host) traits, so all of it (the per-request
 //! decision and the tick) is unit-tested natively with a fake host.
 //!
-//! Hot path for a request with a token: read the tenant header, remove it,
-//! write `authorization` (which replaces any the caller sent). Everything
-//! else is VM-local: a hash lookup and a counter bump. A header write that
-//! fails refuses the request: the request must never go upstream without
-//! our token, nor with the caller's.
+//! Hot path for a request with a token: read the caller's identity (set by
+//! Envoy, never by a header), read every value of the tenant header in one
+//! call, check the tenant's allow-list, write `authorization` (which
+//! replaces any the caller sent), and record tenant and token version for
+//! the audit log. Everything else is VM-local: a hash lookup, a short rule
+//! scan and a counter bump. Envoy removes the tenant header before the
+//! request goes upstream (route configuration). A write that fails refuses
+//! the request: it must never go upstream without our token, with the
+//! caller's, or unaudited.
 //!
 //! The tick reloads the VM-local [`Table`] when the snapshot's version
 //! changed, drops tokens at their time, and flushes counters to stats.
@@ -15,7 +19,11 @@ use std::cell::{Cell, RefCell};
 
 use log::{error, warn};
 
-use crate::config::{InjectorConfig, REJECTION_QUEUE, SNAPSHOT_KEY, VERSION_KEY};
+use crate::callers;
+use crate::config::{
+    Identity, InjectorConfig, AUDIT_TENANT, AUDIT_TOKEN_VERSION, ERROR_HEADER, REJECTION_QUEUE,
+    SNAPSHOT_KEY, VERSION_KEY,
+};
 use crate::host::{Stream, Worker};
 use crate::metrics::{Counter, Stat};
 use crate::table::Table;
@@ -23,49 +31,74 @@ use crate::table::Table;
 /// Why a request was refused. Each has a status and a stable `error` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// An authenticated mode, but no caller identity: 401.
+    Unauthenticated,
     /// No tenant header and no default tenant: 400.
     MissingTenant,
+    /// An empty tenant header (not "use the default"): 400.
+    EmptyTenant,
+    /// More than one tenant header, or a list in one: 400.
+    AmbiguousTenant,
     /// The tenant is not one the sidecar serves: 403.
     UnknownTenant,
+    /// The caller is not on the tenant's allow-list: 403.
+    CallerNotAllowed,
     /// No valid token for the tenant (yet, or any more): 503.
     NoToken,
-    /// Envoy refused a header write or removal: 500, fail closed.
-    HeaderWrite,
+    /// Envoy refused a header or filter-state write: 500, fail closed.
+    HostCall,
 }
 
 impl Refusal {
     pub fn status(self) -> u32 {
         match self {
-            Refusal::MissingTenant => 400,
-            Refusal::UnknownTenant => 403,
+            Refusal::Unauthenticated => 401,
+            Refusal::MissingTenant | Refusal::EmptyTenant | Refusal::AmbiguousTenant => 400,
+            Refusal::UnknownTenant | Refusal::CallerNotAllowed => 403,
             Refusal::NoToken => 503,
-            Refusal::HeaderWrite => 500,
+            Refusal::HostCall => 500,
         }
     }
 
     pub fn code(self) -> &'static str {
         match self {
+            Refusal::Unauthenticated => "unauthenticated",
             Refusal::MissingTenant => "missing_tenant",
+            Refusal::EmptyTenant => "empty_tenant",
+            Refusal::AmbiguousTenant => "ambiguous_tenant",
             Refusal::UnknownTenant => "unknown_tenant",
+            Refusal::CallerNotAllowed => "caller_not_allowed",
             Refusal::NoToken => "no_token",
-            Refusal::HeaderWrite => "header_write_failed",
+            Refusal::HostCall => "internal_error",
         }
     }
 
     /// A static JSON body, so refusing allocates nothing.
     pub fn body(self) -> &'static [u8] {
         match self {
+            Refusal::Unauthenticated => {
+                br#"{"error":"unauthenticated","message":"the caller did not prove an identity"}"#
+            }
             Refusal::MissingTenant => {
                 br#"{"error":"missing_tenant","message":"the request names no tenant and no default tenant is configured"}"#
+            }
+            Refusal::EmptyTenant => {
+                br#"{"error":"empty_tenant","message":"the tenant header is empty"}"#
+            }
+            Refusal::AmbiguousTenant => {
+                br#"{"error":"ambiguous_tenant","message":"the request names more than one tenant"}"#
             }
             Refusal::UnknownTenant => {
                 br#"{"error":"unknown_tenant","message":"the tenant is not configured in the auth proxy"}"#
             }
+            Refusal::CallerNotAllowed => {
+                br#"{"error":"caller_not_allowed","message":"this caller may not use this tenant for this request"}"#
+            }
             Refusal::NoToken => {
                 br#"{"error":"no_token","message":"no valid token for this tenant; retry later"}"#
             }
-            Refusal::HeaderWrite => {
-                br#"{"error":"header_write_failed","message":"the proxy could not set the request's credentials"}"#
+            Refusal::HostCall => {
+                br#"{"error":"internal_error","message":"the proxy could not prepare the request"}"#
             }
         }
     }
@@ -85,9 +118,12 @@ pub enum Outcome {
 /// VM-wide counters for refusals that have no (valid) tenant to count under.
 #[derive(Debug, Default)]
 pub struct GlobalCounters {
+    pub unauthenticated: Counter,
     pub missing_tenant: Counter,
+    pub empty_tenant: Counter,
+    pub ambiguous_tenant: Counter,
     pub unknown_tenant: Counter,
-    pub header_write_failed: Counter,
+    pub internal_error: Counter,
 }
 
 /// Envoy stats of one tenant, by name.
@@ -95,15 +131,19 @@ pub struct GlobalCounters {
 struct TenantStats {
     injected: Stat,
     no_token: Stat,
+    caller_not_allowed: Stat,
     upstream_401: Stat,
 }
 
 /// Envoy stats of the VM-wide counters, by name.
 #[derive(Debug, Default)]
 struct GlobalStats {
+    unauthenticated: Stat,
     missing_tenant: Stat,
+    empty_tenant: Stat,
+    ambiguous_tenant: Stat,
     unknown_tenant: Stat,
-    header_write_failed: Stat,
+    internal_error: Stat,
 }
 
 /// One worker's injector: configuration, VM-local table and counters,
@@ -123,6 +163,13 @@ pub struct Injector {
 
 impl Injector {
     pub fn new(cfg: InjectorConfig, host: &impl Worker) -> Injector {
+        if cfg.identity == Identity::Anonymous {
+            warn!(
+                "authproxy: identity mode is anonymous: any caller that reaches this listener \
+                 may use any tenant; use jwt or mtls outside local development"
+            );
+        }
+        let define = |name: &str| Stat::define(host, &format!("authproxy.rejected.{name}"));
         Injector {
             cfg,
             table: RefCell::new(Table::default()),
@@ -131,9 +178,12 @@ impl Injector {
             queue: Cell::new(None),
             tenant_stats: RefCell::new(Vec::new()),
             global_stats: RefCell::new(GlobalStats {
-                missing_tenant: Stat::define(host, "authproxy.rejected.missing_tenant"),
-                unknown_tenant: Stat::define(host, "authproxy.rejected.unknown_tenant"),
-                header_write_failed: Stat::define(host, "authproxy.rejected.header_write_failed"),
+                unauthenticated: define("unauthenticated"),
+                missing_tenant: define("missing_tenant"),
+                empty_tenant: define("empty_tenant"),
+                ambiguous_tenant: define("ambiguous_tenant"),
+                unknown_tenant: define("unknown_tenant"),
+                internal_error: define("internal_error"),
             }),
         }
     }
@@ -198,6 +248,7 @@ impl Injector {
                 stats.push(TenantStats {
                     injected: define("injected"),
                     no_token: define("rejected.no_token"),
+                    caller_not_allowed: define("rejected.caller_not_allowed"),
                     upstream_401: define("upstream_401"),
                 });
             }
@@ -211,13 +262,18 @@ impl Injector {
         for (slot, s) in table.slots().iter().zip(stats.iter_mut()) {
             s.injected.flush(host, &slot.counters.injected);
             s.no_token.flush(host, &slot.counters.no_token);
+            s.caller_not_allowed
+                .flush(host, &slot.counters.caller_not_allowed);
             s.upstream_401.flush(host, &slot.counters.upstream_401);
         }
         let mut g = self.global_stats.borrow_mut();
-        g.missing_tenant.flush(host, &self.global.missing_tenant);
-        g.unknown_tenant.flush(host, &self.global.unknown_tenant);
-        g.header_write_failed
-            .flush(host, &self.global.header_write_failed);
+        let c = &self.global;
+        g.unauthenticated.flush(host, &c.unauthenticated);
+        g.missing_tenant.flush(host, &c.missing_tenant);
+        g.empty_tenant.flush(host, &c.empty_tenant);
+        g.ambiguous_tenant.flush(host, &c.ambiguous_tenant);
+        g.unknown_tenant.flush(host, &c.unknown_tenant);
+        g.internal_error.flush(host, &c.internal_error);
     }
 
     /// Handles request headers: picks the tenant, injects or refuses (the
@@ -230,26 +286,42 @@ impl Injector {
         };
         if let Outcome::Refused(r) = outcome {
             let json = ("content-type", "application/json");
+            let code = (ERROR_HEADER, r.code());
             if r == Refusal::NoToken {
-                let headers = [json, ("retry-after", self.cfg.retry_after.as_str())];
+                let headers = [json, code, ("retry-after", self.cfg.retry_after.as_str())];
                 host.send_reply(r.status(), &headers, r.body());
             } else {
-                host.send_reply(r.status(), &[json], r.body());
+                host.send_reply(r.status(), &[json, code], r.body());
             }
         }
         outcome
     }
 
+    /// The decision, in order: who is calling (401), which tenant (400),
+    /// is it served (403/503), may this caller use it (403), its token
+    /// (503). Host calls: the identity property (not when anonymous), the
+    /// tenant header (all values in one call), the audit tenant, the
+    /// `authorization` write, the audit token version; `:method`/`:path`
+    /// only for a rule that restricts them.
     fn decide(&self, host: &impl Stream, table: &Table) -> Outcome {
         let cfg = &self.cfg;
         let global = &self.global;
-        let header = host.request_header(&cfg.tenant_header);
-        if header.is_some() && host.remove_request_header(&cfg.tenant_header).is_err() {
-            global.header_write_failed.bump();
-            return Outcome::Refused(Refusal::HeaderWrite);
-        }
-        let name: &[u8] = match header.as_deref().filter(|h| !h.is_empty()) {
-            Some(h) => h,
+        let caller = match cfg.identity.property() {
+            None => None,
+            Some(path) => match host.property(path).filter(|c| !c.is_empty()) {
+                Some(c) => Some(c),
+                None => {
+                    global.unauthenticated.bump();
+                    return Outcome::Refused(Refusal::Unauthenticated);
+                }
+            },
+        };
+        // The property answers nothing for an empty value: only then ask
+        // the single-header read, which tells empty from absent.
+        let header = host
+            .request_header_all(&cfg.tenant_header)
+            .or_else(|| host.request_header(&cfg.tenant_header));
+        let name: &[u8] = match header.as_deref() {
             None => match &cfg.default_tenant {
                 Some(d) => d.as_bytes(),
                 None => {
@@ -257,7 +329,23 @@ impl Injector {
                     return Outcome::Refused(Refusal::MissingTenant);
                 }
             },
+            Some([]) => {
+                global.empty_tenant.bump();
+                return Outcome::Refused(Refusal::EmptyTenant);
+            }
+            // Tenant ids never contain a comma: Envoy joined repeated
+            // headers, or the caller sent a list.
+            Some(h) if h.contains(&b',') => {
+                global.ambiguous_tenant.bump();
+                return Outcome::Refused(Refusal::AmbiguousTenant);
+            }
+            Some(h) => h,
         };
+        // Only a well-formed id goes into the audit log.
+        if protocol::valid_tenant_id_bytes(name) && host.set_property(AUDIT_TENANT, name).is_err() {
+            global.internal_error.bump();
+            return Outcome::Refused(Refusal::HostCall);
+        }
         let Some(index) = table.lookup(name) else {
             // Before the first snapshot nothing is known: fail closed with
             // 503, not 403, since the tenant may well be valid.
@@ -274,18 +362,28 @@ impl Injector {
             global.unknown_tenant.bump();
             return Outcome::Refused(Refusal::UnknownTenant);
         }
+        if let Some(caller) = &caller {
+            if !callers::allowed(&slot.rules, caller, &RequestView(host)) {
+                slot.counters.caller_not_allowed.bump();
+                return Outcome::Refused(Refusal::CallerNotAllowed);
+            }
+        }
         let Some(token) = &slot.token else {
             slot.counters.no_token.bump();
             return Outcome::Refused(Refusal::NoToken);
         };
+        let mut digits = [0u8; 20];
         if host
             .set_request_header("authorization", &token.header)
             .is_err()
+            || host
+                .set_property(AUDIT_TOKEN_VERSION, decimal(token.version, &mut digits))
+                .is_err()
         {
-            // The caller's own authorization may still be there: never let
-            // the request through.
-            global.header_write_failed.bump();
-            return Outcome::Refused(Refusal::HeaderWrite);
+            // The caller's own authorization may still be there, or the
+            // spend would go unaudited: never let the request through.
+            global.internal_error.bump();
+            return Outcome::Refused(Refusal::HostCall);
         }
         slot.counters.injected.bump();
         Outcome::Injected {
@@ -313,6 +411,34 @@ impl Injector {
         slot.reported.set(version);
         Some(format!("{}:{version}", slot.name))
     }
+}
+
+/// The request as the allow-list sees it: method and path, read lazily.
+struct RequestView<'a, H>(&'a H);
+
+impl<H: Stream> callers::Request for RequestView<'_, H> {
+    fn method(&self) -> Option<Vec<u8>> {
+        self.0.request_header(":method")
+    }
+    fn path(&self) -> Option<Vec<u8>> {
+        self.0.request_header(":path")
+    }
+}
+
+/// `n` in decimal, written into `buf`, without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 #[cfg(test)]

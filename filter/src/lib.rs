@@ -17,6 +17,7 @@
 //!   long-poll and report state machine.
 //! - [`injector`]: the injector role over [`host::Stream`] (per request) and
 //!   [`host::Worker`] (the tick); [`table`] is its VM-local token table.
+//! - [`callers`]: the per-tenant allow-lists, compiled from the snapshot.
 //! - [`metrics`]: hot-path counters flushed to Envoy stats on the tick.
 //! - `wasm` (wasm32 only): the thin adapters over `proxy_wasm::hostcalls`
 //!   and the `Role` dispatch.
@@ -25,6 +26,7 @@
 //! `injector`, its config in [`config`], and one arm in `wasm`'s `Role`.
 //! The wire format of the token API comes from the `protocol` crate.
 
+pub mod callers;
 pub mod config;
 pub mod fetcher;
 pub mod host;

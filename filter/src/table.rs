@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use crate::callers::Rule;
 use crate::metrics::Counter;
 
 /// A token ready to be written as the `authorization` header.
@@ -25,6 +26,7 @@ pub struct Token {
 pub struct Counters {
     pub injected: Counter,
     pub no_token: Counter,
+    pub caller_not_allowed: Counter,
     pub upstream_401: Counter,
 }
 
@@ -35,6 +37,8 @@ pub struct Slot {
     /// Listed in the latest snapshot.
     pub known: bool,
     pub token: Option<Token>,
+    /// Who may use this tenant (from the snapshot's `callers`).
+    pub rules: Vec<Rule>,
     /// Version of the last token reported as rejected by this VM.
     pub reported: Cell<u64>,
     pub counters: Counters,
@@ -98,7 +102,14 @@ impl Table {
             slot.known = false;
         }
         let mut added = Vec::new();
+        let mut callers = snap.callers;
         for (name, wire) in snap.tenants {
+            let rules: Vec<Rule> = callers
+                .remove(&name)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(Rule::compile)
+                .collect();
             let index = match self.index.get(name.as_bytes()) {
                 Some(&i) => i,
                 None => {
@@ -108,6 +119,7 @@ impl Table {
                         name: name.into_owned(),
                         known: false,
                         token: None,
+                        rules: Vec::new(),
                         reported: Cell::new(0),
                         counters: Counters::default(),
                     });
@@ -125,6 +137,7 @@ impl Table {
                 });
             if let Some(slot) = self.slots.get_mut(index) {
                 slot.known = true;
+                slot.rules = rules;
                 if fresh.is_some() {
                     slot.token = fresh;
                 }

@@ -97,8 +97,19 @@ impl Stream for Envoy {
             .ok()
             .flatten()
     }
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
-        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(status)
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
+        // Envoy's `request.headers` map joins repeated headers with ",".
+        hostcalls::get_property(vec!["request", "headers", name])
+            .ok()
+            .flatten()
+    }
+    fn property(&self, path: &[String]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.iter().map(String::as_str).collect())
+            .ok()
+            .flatten()
+    }
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_property(vec![name], Some(value)).map_err(status)
     }
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))

@@ -14,7 +14,8 @@
 //! - Errors: [`ErrorBody`], `{"error": "<stable code>", "message": "..."}`.
 //!
 //! # Layout
-//! All in this file: [`Snapshot`] and [`Token`] (wire types), the path
+//! All in this file: [`Snapshot`], [`Token`] and [`CallerRule`] (wire
+//! types), the path
 //! builders ([`poll_path`], [`rejected_path`]), the limits, and
 //! [`valid_tenant_id`].
 
@@ -85,7 +86,7 @@ pub struct ErrorBody<'a> {
     pub message: Cow<'a, str>,
 }
 
-/// Every tenant the sidecar serves, at one version.
+/// Every tenant the sidecar serves, at one version, with who may use it.
 ///
 /// Every tenant is listed, with `null` while it has no servable token. A
 /// tenant not listed is not configured. `version` changes with every change
@@ -95,7 +96,50 @@ pub struct Snapshot<'a> {
     pub version: u64,
     #[serde(borrow)]
     pub tenants: BTreeMap<Cow<'a, str>, Option<Token<'a>>>,
+    /// Who may use each tenant: the allow-lists from the sidecar's
+    /// configuration (`tenants.<id>.callers`), the one place they are
+    /// defined. A tenant without an entry allows no authenticated caller.
+    #[serde(borrow, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub callers: BTreeMap<Cow<'a, str>, Vec<CallerRule<'a>>>,
 }
+
+/// One allow-list entry: a caller identity pattern, optionally restricted
+/// to methods and path prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerRule<'a> {
+    /// The caller identity (a SPIFFE ID, `system:serviceaccount:NS:NAME`,
+    /// ...): exact, or a prefix when it ends in `*`; `*` alone is any
+    /// authenticated caller. See [`valid_caller_pattern`].
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// Allowed methods (upper case); empty: any method the proxy accepts.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Cow<'a, str>>,
+    /// Allowed path prefixes (each starts with `/`); empty: any path.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<Cow<'a, str>>,
+}
+
+/// Longest caller pattern.
+pub const MAX_CALLER_LEN: usize = 512;
+
+/// Why a caller pattern is not valid, or `None` when it is: 1-512 visible
+/// ASCII characters (no space, no `,`), with `*` only as the last one.
+pub fn invalid_caller_pattern(id: &str) -> Option<&'static str> {
+    if id.is_empty() || id.len() > MAX_CALLER_LEN {
+        return Some("must be 1-512 characters");
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+        return Some("must be visible ASCII without spaces or commas");
+    }
+    if id.trim_end_matches('*').contains('*') || id.ends_with("**") {
+        return Some("may contain `*` only once, as its last character (a prefix)");
+    }
+    None
+}
+
+/// Methods a caller rule may name.
+pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// One tenant's token as the filter uses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,9 +174,26 @@ mod tests {
             }),
         );
         tenants.insert(Cow::Borrowed("globex"), None);
+        let mut callers = BTreeMap::new();
+        callers.insert(
+            Cow::Borrowed("acme"),
+            vec![
+                CallerRule {
+                    id: Cow::Borrowed("spiffe://cluster.local/ns/a/sa/b"),
+                    methods: vec![Cow::Borrowed("GET")],
+                    paths: vec![Cow::Borrowed("/v1/")],
+                },
+                CallerRule {
+                    id: Cow::Borrowed("system:serviceaccount:team-a:*"),
+                    methods: vec![],
+                    paths: vec![],
+                },
+            ],
+        );
         let snap = Snapshot {
             version: 9,
             tenants,
+            callers,
         };
         let json = serde_json::to_string(&snap).unwrap();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -140,7 +201,10 @@ mod tests {
             value,
             serde_json::json!({"version": 9, "tenants": {
                 "acme": {"header": "Bearer abc", "expires_at_ms": 1_900_000_000_000u64, "version": 7},
-                "globex": null}})
+                "globex": null},
+                "callers": {"acme": [
+                    {"id": "spiffe://cluster.local/ns/a/sa/b", "methods": ["GET"], "paths": ["/v1/"]},
+                    {"id": "system:serviceaccount:team-a:*"}]}})
         );
         let back: Snapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back, snap);
@@ -159,6 +223,12 @@ mod tests {
         assert!(valid_tenant_id(&"a".repeat(64)));
         for bad in ["", "a b", "a,b", "a/b", &"a".repeat(65)] {
             assert!(!valid_tenant_id(bad), "{bad:?}");
+        }
+        for good in ["*", "system:serviceaccount:ns:*", "spiffe://x/ns/a/sa/b"] {
+            assert_eq!(invalid_caller_pattern(good), None, "{good}");
+        }
+        for bad in ["", "a*b", "**", "a b", "a,b", "x**"] {
+            assert!(invalid_caller_pattern(bad).is_some(), "{bad:?}");
         }
     }
 }

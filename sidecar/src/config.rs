@@ -114,6 +114,9 @@ pub struct Tenant {
     pub extra_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     /// Readiness requires a valid token for this tenant.
     pub required: bool,
+    /// Who may use this tenant through Envoy (delivered to the filter with
+    /// the token snapshot). Empty: no authenticated caller may.
+    pub callers: Vec<protocol::CallerRule<'static>>,
 }
 
 /// How the client authenticates to the token endpoint.
@@ -206,6 +209,55 @@ struct RawTenant {
     extra_headers: BTreeMap<String, String>,
     #[serde(default = "yes")]
     required: bool,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+}
+
+/// One allow-list entry under `tenants.<id>.callers`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    id: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+impl RawCaller {
+    fn validate(self, key: &str) -> Result<protocol::CallerRule<'static>, ConfigError> {
+        if let Some(why) = protocol::invalid_caller_pattern(&self.id) {
+            return Err(ConfigError::invalid(
+                format!("{key}.id"),
+                format!("{:?} {why}", self.id),
+            ));
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if !protocol::METHODS.contains(&m.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.methods[{i}]"),
+                    format!("{m:?} is not one of {}", protocol::METHODS.join(", ")),
+                ));
+            }
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            let ok = p.starts_with('/')
+                && p.len() <= 1024
+                && p.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+            if !ok {
+                return Err(ConfigError::invalid(
+                    format!("{key}.paths[{i}]"),
+                    format!("{p:?} is not a path prefix (starts with /, visible ASCII, no ? or #)"),
+                ));
+            }
+        }
+        Ok(protocol::CallerRule {
+            id: self.id.into(),
+            methods: self.methods.into_iter().map(Into::into).collect(),
+            paths: self.paths.into_iter().map(Into::into).collect(),
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -582,8 +634,15 @@ impl RawTenant {
                 .map_err(|_| ConfigError::invalid(&key, "not a valid header value"))?;
             extra_headers.push((n, v));
         }
+        let callers = self
+            .callers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| c.validate(&at(&format!("callers[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Tenant {
             id,
+            callers,
             token_url,
             client_id: self.client_id,
             auth,

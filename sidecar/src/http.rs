@@ -121,6 +121,7 @@ fn servable(snap: &Snapshot, now: SystemTime) -> Snapshot {
     Snapshot {
         version: snap.version,
         tenants: Arc::new(tenants),
+        callers: snap.callers.clone(),
     }
 }
 

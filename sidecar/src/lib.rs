@@ -109,7 +109,20 @@ impl Sidecar {
     ) -> Result<(), RunError> {
         let (tokens_addr, probes_addr) = self.local_addrs();
         let ids: Vec<&str> = self.config.tenants.iter().map(|t| t.id.as_str()).collect();
-        let store = store::Store::new(ids.iter().copied());
+        let callers = self
+            .config
+            .tenants
+            .iter()
+            .filter(|t| !t.callers.is_empty())
+            .map(|t| (t.id.clone(), t.callers.clone()))
+            .collect();
+        for t in self.config.tenants.iter().filter(|t| t.callers.is_empty()) {
+            tracing::warn!(
+                tenant = %t.id,
+                "tenant has no callers: only an Envoy in anonymous identity mode will serve it, to anyone who can reach it"
+            );
+        }
+        let store = store::Store::with_callers(ids.iter().copied(), callers);
         let mut metrics = metrics::Metrics::new(ids.iter().copied());
         let shared = match &self.config.shared {
             Some(cfg) => {

@@ -27,11 +27,17 @@ pub struct Entry {
     pub version: u64,
 }
 
+/// Allow-lists per tenant, from the configuration.
+pub type Callers = BTreeMap<String, Vec<protocol::CallerRule<'static>>>;
+
 /// An immutable view of all tenants.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub version: u64,
     pub tenants: Arc<BTreeMap<String, Option<Arc<Entry>>>>,
+    /// Who may use each tenant: sent with every snapshot, so the filter
+    /// learns tokens and allow-lists from one source.
+    pub callers: Arc<Callers>,
 }
 
 impl Snapshot {
@@ -61,9 +67,15 @@ impl Serialize for Snapshot {
                 (Cow::Borrowed(id.as_str()), token)
             })
             .collect();
+        let callers = self
+            .callers
+            .iter()
+            .map(|(id, rules)| (Cow::Borrowed(id.as_str()), rules.clone()))
+            .collect();
         protocol::Snapshot {
             version: self.version,
             tenants,
+            callers,
         }
         .serialize(s)
     }
@@ -83,6 +95,14 @@ pub struct Store {
 
 impl Store {
     pub fn new<'a>(tenant_ids: impl IntoIterator<Item = &'a str>) -> Store {
+        Store::with_callers(tenant_ids, Callers::new())
+    }
+
+    /// A store whose snapshots also carry the tenants' allow-lists.
+    pub fn with_callers<'a>(
+        tenant_ids: impl IntoIterator<Item = &'a str>,
+        callers: Callers,
+    ) -> Store {
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -94,6 +114,7 @@ impl Store {
         let (tx, _) = watch::channel(Snapshot {
             version: start,
             tenants: Arc::new(tenants),
+            callers: Arc::new(callers),
         });
         Store { tx: Arc::new(tx) }
     }
@@ -180,6 +201,18 @@ mod tests {
         assert_eq!(json["tenants"]["a"]["expires_at_ms"], 1_900_000_000_000u64);
         assert_eq!(json["tenants"]["a"]["version"], v);
         assert!(json["tenants"]["b"].is_null());
+        assert!(json.get("callers").is_none(), "no allow-lists, no key");
+        let rule = protocol::CallerRule {
+            id: "system:serviceaccount:ns:*".into(),
+            methods: vec!["GET".into()],
+            paths: vec![],
+        };
+        let store = Store::with_callers(["a"], [("a".to_string(), vec![rule])].into());
+        let json = serde_json::to_value(store.snapshot()).unwrap();
+        assert_eq!(
+            json["callers"],
+            serde_json::json!({"a": [{"id": "system:serviceaccount:ns:*", "methods": ["GET"]}]})
+        );
     }
 
     /// A token past its serve-until time is not valid, even before the

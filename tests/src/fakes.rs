@@ -28,6 +28,45 @@ pub async fn serve_on(addr: &str, router: Router) -> String {
     format!("http://{addr}")
 }
 
+/// Serves `router` over TLS (HTTP/1.1) on an ephemeral loopback port with
+/// the PEM certificate chain and key; returns its base URL.
+pub async fn serve_tls(router: Router, cert: &std::path::Path, key: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .expect("read cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse cert");
+    let key = PrivateKeyDer::from_pem_file(key).expect("read key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+    let addr = listener.local_addr().expect("fake addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
 pub fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
@@ -220,6 +259,8 @@ pub struct Seen {
     pub path: String,
     pub authorization: Option<String>,
     pub tenant_header: Option<String>,
+    /// Every header received (see `all_headers`).
+    pub headers: serde_json::Value,
     pub at: Instant,
 }
 
@@ -260,6 +301,17 @@ impl FakeApi {
         }
     }
 
+    /// The echoing API over TLS with this certificate (e.g. one a test CA
+    /// issued for the host the production config pins).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> FakeApi {
+        let state = Arc::new(Mutex::new(ApiState::default()));
+        let router = Router::new().fallback(any(echo)).with_state(state.clone());
+        FakeApi {
+            url: serve_tls(router, cert, key).await,
+            state,
+        }
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -289,6 +341,7 @@ async fn echo(
         path: uri.path().to_string(),
         authorization: get("authorization"),
         tenant_header: get("x-tenant-id"),
+        headers: all_headers(&headers),
         at: Instant::now(),
     };
     let body = serde_json::json!({
@@ -296,6 +349,9 @@ async fn echo(
         "authorization": seen.authorization,
         "x-tenant-id": seen.tenant_header,
         "authorization_count": headers.get_all("authorization").iter().count(),
+        // Every header received, values joined with ", " when repeated.
+        "headers": seen.headers,
+        "query": uri.query(),
     });
     let mut s = state.lock().unwrap();
     let revoked = seen
@@ -313,6 +369,20 @@ async fn echo(
         return export(&dir, module);
     }
     Json(body).into_response()
+}
+
+/// Every header as a JSON object, repeated values joined with ", ".
+fn all_headers(headers: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for name in headers.keys() {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        map.insert(name.to_string(), values.join(", ").into());
+    }
+    serde_json::Value::Object(map)
 }
 
 /// One export payload as the importer expects it: `{"module_name", "data"}`

@@ -7,13 +7,18 @@
 //! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
 //! - [`redis`]: a throwaway `redis-server` for the shared-token tests.
 //! - [`Stack`] (here): all of it wired together for one test.
+//! - [`prod`]: the production Envoy config run for real ([`prod::ProdStack`]),
+//!   with [`tls`] (a test CA via `openssl`) and [`jwt`] (a test issuer).
 //!
 //! Build inputs first (`scripts/test` does): `cargo build -p sidecar` and
 //! `cargo build -p filter --target wasm32-wasip1 --profile wasm`.
 
 pub mod fakes;
+pub mod jwt;
 pub mod procs;
+pub mod prod;
 pub mod redis;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;

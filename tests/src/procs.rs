@@ -101,6 +101,17 @@ impl Sidecar {
     /// Starts the sidecar with one `client_secret_post` tenant per name, all
     /// against `auth`, plus `extra` top-level YAML.
     pub async fn start(auth: &FakeAuth, tenants: &[String], extra: &str) -> Sidecar {
+        Sidecar::start_with(auth, tenants, extra, &Default::default()).await
+    }
+
+    /// Like [`Sidecar::start`], with extra YAML under each tenant named in
+    /// `per_tenant` (for example its `callers:` allow-list).
+    pub async fn start_with(
+        auth: &FakeAuth,
+        tenants: &[String],
+        extra: &str,
+        per_tenant: &std::collections::BTreeMap<String, String>,
+    ) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut yaml = String::from("listen:\n  tokens: 127.0.0.1:0\n  probes: 127.0.0.1:0\n");
         yaml.push_str(extra);
@@ -116,6 +127,9 @@ impl Sidecar {
                 auth.url,
                 path.display()
             ));
+            if let Some(more) = per_tenant.get(t) {
+                yaml.push_str(more);
+            }
         }
         let config = dir.path().join("sidecar.yaml");
         std::fs::write(&config, yaml).expect("write sidecar config");
@@ -329,6 +343,8 @@ impl Envoy {
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"])
+            // Access-log lines within 50 ms rather than Envoy's default 10 s.
+            .args(["--file-flush-interval-msec", "50"])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdout(Stdio::piped())

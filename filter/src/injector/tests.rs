@@ -22,6 +22,12 @@ pub(crate) struct FakeHost {
     shared: RefCell<HashMap<String, Vec<u8>>>,
     counters: RefCell<Vec<(String, u64)>>,
     queue: Option<u32>,
+    /// Stream properties by path (joined with `/`): the caller identity.
+    props: HashMap<String, Vec<u8>>,
+    /// Filter state written by the filter.
+    state: RefCell<HashMap<String, Vec<u8>>>,
+    /// Host calls made on the stream, by name.
+    calls: RefCell<Vec<&'static str>>,
 }
 
 impl FakeHost {
@@ -59,20 +65,41 @@ impl FakeHost {
 
 impl Stream for FakeHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.calls.borrow_mut().push("request_header");
         self.headers
             .borrow()
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     }
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
+        self.calls.borrow_mut().push("request_header_all");
+        let values: Vec<Vec<u8>> = self
+            .headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        // Envoy's property read returns no data for an empty value.
+        Some(values.join(&b","[..])).filter(|v| !v.is_empty())
+    }
+    fn property(&self, path: &[String]) -> Option<Vec<u8>> {
+        self.calls.borrow_mut().push("property");
+        self.props.get(&path.join("/")).cloned()
+    }
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.calls.borrow_mut().push("set_property");
         if self.fail_writes {
             return Err(HostError("BadArgument"));
         }
-        self.headers.borrow_mut().retain(|(k, _)| k != name);
+        self.state
+            .borrow_mut()
+            .insert(name.to_string(), value.to_vec());
         Ok(())
     }
     fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.calls.borrow_mut().push("set_request_header");
         if self.fail_writes {
             return Err(HostError("BadArgument"));
         }
@@ -117,7 +144,7 @@ impl Worker for FakeHost {
 const FAR: &str = "99999999999999";
 
 fn cfg(default_tenant: Option<&str>) -> InjectorConfig {
-    let mut c = InjectorConfig::parse(b"{}").unwrap();
+    let mut c = InjectorConfig::parse(br#"{"identity": {"mode": "anonymous"}}"#).unwrap();
     c.default_tenant = default_tenant.map(str::to_string);
     c
 }
@@ -150,8 +177,20 @@ fn injects_by_tenant_and_replaces_authorization() {
     let out = inj.on_request(&host);
     assert!(matches!(out, Outcome::Injected { version: 3, .. }));
     assert_eq!(host.header("authorization").unwrap(), "Bearer globex-token");
-    assert_eq!(host.header("x-tenant-id"), None);
     assert!(host.reply.borrow().is_none());
+    // Audit: tenant and token version, never the token.
+    assert_eq!(host.state.borrow()[AUDIT_TENANT], b"globex");
+    assert_eq!(host.state.borrow()[AUDIT_TOKEN_VERSION], b"3");
+    // The hot path's host calls, and no more.
+    assert_eq!(
+        *host.calls.borrow(),
+        [
+            "request_header_all",
+            "set_property",
+            "set_request_header",
+            "set_property"
+        ]
+    );
     let t = inj.table();
     let slot = t.slot(t.lookup(b"globex").unwrap()).unwrap();
     assert_eq!(slot.counters.injected.get(), 1);
@@ -172,6 +211,7 @@ fn refused(host: &FakeHost, status: u32, code: &str) {
     let (s, headers, body) = reply.as_ref().expect("a local reply");
     assert_eq!(*s, status);
     assert!(headers.contains(&("content-type".into(), "application/json".into())));
+    assert!(headers.contains(&("x-authproxy-error".into(), code.into())));
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(json["error"], code);
 }
@@ -216,12 +256,9 @@ fn failed_header_write_refuses() {
     let (inj, _) = injector(None);
     let mut host = FakeHost::with(&[("x-tenant-id", "acme"), ("authorization", "Bearer caller")]);
     host.fail_writes = true;
-    assert_eq!(
-        inj.on_request(&host),
-        Outcome::Refused(Refusal::HeaderWrite)
-    );
-    refused(&host, 500, "header_write_failed");
-    assert_eq!(inj.global.header_write_failed.get(), 1);
+    assert_eq!(inj.on_request(&host), Outcome::Refused(Refusal::HostCall));
+    refused(&host, 500, "internal_error");
+    assert_eq!(inj.global.internal_error.get(), 1);
 }
 
 /// Before the first snapshot every tenant gets 503, never a pass-through.
@@ -328,4 +365,160 @@ fn tick_flushes_named_counters() {
     inj.tick(&host);
     assert_eq!(host.counter("authproxy.tenant.acme.injected"), 3);
     assert_eq!(inj.queue(), Some(7));
+}
+
+/// Two tenant headers (HTTP/1 repeated, or two HTTP/2 fields: Envoy keeps
+/// both, its single-header read returns the first) are ambiguous, whatever
+/// their order; a list in one header too; an empty one is malformed, not the
+/// default tenant.
+#[test]
+fn tenant_header_strictness() {
+    let (inj, _) = injector(Some("acme"));
+    for headers in [
+        vec![("x-tenant-id", "acme"), ("x-tenant-id", "globex")],
+        vec![("x-tenant-id", "globex"), ("x-tenant-id", "acme")],
+        vec![("x-tenant-id", "acme"), ("x-tenant-id", "acme")],
+        vec![("x-tenant-id", "acme,globex")],
+        vec![("x-tenant-id", "acme"), ("x-tenant-id", "")],
+    ] {
+        let host = FakeHost::with(&headers);
+        assert_eq!(
+            inj.on_request(&host),
+            Outcome::Refused(Refusal::AmbiguousTenant),
+            "{headers:?}"
+        );
+        refused(&host, 400, "ambiguous_tenant");
+        assert_eq!(host.header("authorization"), None);
+    }
+    let host = FakeHost::with(&[("x-tenant-id", "")]);
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::EmptyTenant)
+    );
+    refused(&host, 400, "empty_tenant");
+    assert_eq!(inj.global.ambiguous_tenant.get(), 5);
+    assert_eq!(inj.global.empty_tenant.get(), 1);
+}
+
+const JWT_SUB: &str = "metadata/filter_metadata/envoy.filters.http.jwt_authn/jwt_payload/sub";
+
+/// An injector in jwt mode whose snapshot lets `team-a` callers use acme
+/// (GET under /v1/ only for the reporter) and nobody use globex.
+fn jwt_injector() -> Injector {
+    let host = FakeHost::default();
+    let snap = format!(
+        r#"{{"version":5,"tenants":{{
+            "acme":{{"header":"Bearer acme-token","expires_at_ms":{FAR},"version":2}},
+            "globex":{{"header":"Bearer globex-token","expires_at_ms":{FAR},"version":3}}}},
+          "callers":{{"acme":[
+            {{"id":"system:serviceaccount:team-a:billing"}},
+            {{"id":"system:serviceaccount:team-a:reporter","methods":["GET"],"paths":["/v1/"]}}]}}}}"#
+    );
+    host.shared
+        .borrow_mut()
+        .insert(SNAPSHOT_KEY.into(), snap.into_bytes());
+    host.shared
+        .borrow_mut()
+        .insert(VERSION_KEY.into(), b"5".to_vec());
+    let mut c = cfg(None);
+    c.identity = InjectorConfig::parse(br#"{"identity": {"mode": "jwt"}}"#)
+        .unwrap()
+        .identity;
+    let inj = Injector::new(c, &host);
+    inj.tick(&host);
+    inj
+}
+
+fn as_caller(caller: Option<&str>, headers: &[(&str, &str)]) -> FakeHost {
+    let mut host = FakeHost::with(headers);
+    if let Some(c) = caller {
+        host.props.insert(JWT_SUB.into(), c.as_bytes().to_vec());
+    }
+    host
+}
+
+/// The allow-list from the snapshot decides: an allowed caller gets the
+/// token; another caller, or an allowed caller asking for another tenant,
+/// gets 403; no identity gets 401; a caller-sent header never counts as an
+/// identity.
+#[test]
+fn allow_list_decides() {
+    let inj = jwt_injector();
+    let billing = Some("system:serviceaccount:team-a:billing");
+    let host = as_caller(billing, &[("x-tenant-id", "acme")]);
+    assert!(matches!(inj.on_request(&host), Outcome::Injected { .. }));
+    assert_eq!(host.header("authorization").unwrap(), "Bearer acme-token");
+    assert_eq!(
+        host.calls.borrow()[..2],
+        ["property", "request_header_all"],
+        "identity first, then the tenant; no :method/:path read"
+    );
+
+    let host = as_caller(billing, &[("x-tenant-id", "globex")]);
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::CallerNotAllowed)
+    );
+    refused(&host, 403, "caller_not_allowed");
+    assert_eq!(host.state.borrow()[AUDIT_TENANT], b"globex");
+    assert!(!host.state.borrow().contains_key(AUDIT_TOKEN_VERSION));
+
+    let host = as_caller(
+        Some("system:serviceaccount:team-b:billing"),
+        &[("x-tenant-id", "acme")],
+    );
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::CallerNotAllowed)
+    );
+
+    let host = as_caller(
+        None,
+        &[
+            ("x-tenant-id", "acme"),
+            ("x-authproxy-caller", "system:serviceaccount:team-a:billing"),
+        ],
+    );
+    assert_eq!(
+        inj.on_request(&host),
+        Outcome::Refused(Refusal::Unauthenticated)
+    );
+    refused(&host, 401, "unauthenticated");
+    assert_eq!(host.header("authorization"), None);
+
+    let reporter = Some("system:serviceaccount:team-a:reporter");
+    let ok = as_caller(
+        reporter,
+        &[
+            ("x-tenant-id", "acme"),
+            (":method", "GET"),
+            (":path", "/v1/x?y"),
+        ],
+    );
+    assert!(matches!(inj.on_request(&ok), Outcome::Injected { .. }));
+    let post = as_caller(
+        reporter,
+        &[
+            ("x-tenant-id", "acme"),
+            (":method", "POST"),
+            (":path", "/v1/x"),
+        ],
+    );
+    assert_eq!(
+        inj.on_request(&post),
+        Outcome::Refused(Refusal::CallerNotAllowed)
+    );
+    let t = inj.table();
+    let acme = t.slot(t.lookup(b"acme").unwrap()).unwrap();
+    assert_eq!(acme.counters.caller_not_allowed.get(), 2);
+    assert_eq!(inj.global.unauthenticated.get(), 1);
+}
+
+/// The audit token version is the decimal version, for any value.
+#[test]
+fn decimal_versions() {
+    let mut buf = [0u8; 20];
+    for n in [0u64, 7, 10, 1_764_000_000_123_456, u64::MAX] {
+        assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+    }
 }

@@ -192,3 +192,48 @@ fn debug_redacts() {
     assert!(text.contains("env:AUTHPROXY_TEST_SECRET_ALWAYS_SET"));
     assert!(!text.contains("s3cret"));
 }
+
+/// `callers` is the tenant's allow-list: parsed with its restrictions, and
+/// each bad entry refused with the key that names it.
+#[test]
+fn callers_allow_list() {
+    let yaml = format!(
+        "{MINIMAL}    callers:\n      - id: system:serviceaccount:billing:invoicer\n      - id: spiffe://cluster.local/ns/reports/*\n        methods: [GET]\n        paths: [/v1/reports/]\n"
+    );
+    let c = load(&yaml, &[]).unwrap();
+    let callers = &c.tenant("acme").unwrap().callers;
+    assert_eq!(callers.len(), 2);
+    assert_eq!(callers[0].id, "system:serviceaccount:billing:invoicer");
+    assert_eq!(callers[1].methods, ["GET"]);
+    assert_eq!(callers[1].paths, ["/v1/reports/"]);
+    assert!(load(MINIMAL, &[])
+        .unwrap()
+        .tenant("acme")
+        .unwrap()
+        .callers
+        .is_empty());
+    for (entry, key) in [
+        ("- id: a*b", "tenants.acme.callers[0].id"),
+        ("- id: ''", "tenants.acme.callers[0].id"),
+        (
+            "- {id: x, methods: [TRACE]}",
+            "tenants.acme.callers[0].methods[0]",
+        ),
+        (
+            "- {id: x, methods: [get]}",
+            "tenants.acme.callers[0].methods[0]",
+        ),
+        (
+            "- {id: x, paths: [v1/]}",
+            "tenants.acme.callers[0].paths[0]",
+        ),
+        (
+            "- {id: x}\n      - {id: y, paths: ['/a?b']}",
+            "tenants.acme.callers[1].paths[0]",
+        ),
+        ("- {id: x, role: admin}", "tenants.acme.callers[0]"),
+    ] {
+        let e = err(&format!("{MINIMAL}    callers:\n      {entry}\n"), &[]);
+        assert!(e.starts_with(&format!("config key {key}")), "{entry}: {e}");
+    }
+}
