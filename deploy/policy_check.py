@@ -260,6 +260,47 @@ def check_pod_configs(c, where, spec, configmaps):
     wasm = {f for code in walk_values(ev, "code") for f in walk_values(code, "filename")}
     c.expect(wasm == {WASM_IN_IMAGE}, where,
              f"envoy.yaml loads Wasm from {sorted(wasm)}; the envoy image bakes it at {WASM_IN_IMAGE}")
+    check_shutdown(c, where, spec, envoy, sidecar, ev, sc)
+
+
+def seconds(text):
+    """A humantime duration as the sidecar's config writes them (30s, 1m, 500ms)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", str(text))
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def prestop_sleep(ctr):
+    return (((ctr.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+
+
+def check_shutdown(c, where, spec, envoy, sidecar, ev, sc):
+    """Shutdown timings agree: the sidecar drains the Envoy whose admin it
+    names, Envoy's drain time is the sidecar's drain timeout, Envoy's SIGTERM
+    (its preStop) comes only after the sidecar could have drained it, and
+    the grace period outlasts both."""
+    sd = sc.get("shutdown") or {}
+    admin = [f"{a.get('address')}:{a.get('port_value')}"
+             for a in walk_values(ev.get("admin") or {}, "socket_address")]
+    c.expect([sd.get("envoy_admin")] == admin, where,
+             f"sidecar.yaml shutdown.envoy_admin {sd.get('envoy_admin')} is not envoy.yaml's admin {admin}")
+    drain, serve_max = seconds(sd.get("drain_timeout", "30s")), seconds(sd.get("serve_max", "40s"))
+    args = envoy.get("args", [])
+    c.expect(arg_after(args, "--drain-strategy") == "immediate", where,
+             "envoy must run with --drain-strategy immediate (every connection told to close at once)")
+    dts = arg_after(args, "--drain-time-s")
+    c.expect(dts is not None and drain is not None and float(dts) == drain, where,
+             f"envoy --drain-time-s {dts} must equal sidecar.yaml shutdown.drain_timeout ({drain} s)")
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    side_pre, envoy_pre = prestop_sleep(sidecar), prestop_sleep(envoy)
+    if drain is not None and serve_max is not None:
+        c.expect(serve_max >= drain, where, "shutdown.serve_max must cover shutdown.drain_timeout")
+        c.expect(envoy_pre >= side_pre + drain, where,
+                 f"envoy preStop {envoy_pre}s must outlast the sidecar's preStop {side_pre}s + drain {drain}s")
+        c.expect(grace > envoy_pre and grace >= side_pre + serve_max, where,
+                 f"terminationGracePeriodSeconds {grace} must exceed envoy's preStop {envoy_pre}s "
+                 f"and the sidecar's preStop {side_pre}s + serve_max {serve_max}s")
 
 
 def check_indexed_job(c, where, obj):

@@ -373,7 +373,8 @@ descendants() {
 # sidecar_smoke: the sidecar image run as the Deployment runs it (the
 # ConfigMap's sidecar.yaml, secret files where the Secret volume puts them),
 # with every tenant's token_url pointed at a fake token server on loopback:
-# /livez answers, /readyz turns ready once every tenant holds a token, both a
+# /livez answers, every tenant turns valid in /status, /readyz is 200 once a
+# snapshot was fetched, both a
 # client secret and a signed private_key_jwt assertion reached the server,
 # /metrics answers, and SIGTERM ends the process with 0.
 sidecar_smoke() {
@@ -394,13 +395,20 @@ sidecar_smoke() {
   "${BUILDAH[@]}" run --isolation chroot "${RUN_OPTS[@]}" "${env[@]}" "$ctr" -- \
     /usr/local/bin/sidecar --config /etc/authproxy/sidecar.yaml >"$OUT/smoke-sidecar.log" 2>&1 &
   bp=$!
-  # Up to 30 s: CI's two cores may be busy with other builds.
+  # Up to 30 s: CI's two cores may be busy with other builds. Every tenant
+  # must reach state "valid" in /status; then, after one token-API read (as
+  # Envoy's fetcher makes), /readyz must answer 200.
+  local valid=no
   for i in $(seq 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/readyz")
-    [[ $code == 200 ]] && break
+    "$PY" -c 'import json, sys, urllib.request as u; d = json.load(u.urlopen(sys.argv[1])); sys.exit(0 if d["tenants"] and all(t["state"] == "valid" for t in d["tenants"].values()) else 1)' \
+      "http://127.0.0.1:$probes/status" 2>/dev/null && valid=yes && break
     sleep 0.1
   done
-  echo "    /readyz $code after ~$((i / 10))s"
+  echo "    every tenant valid in /status: $valid after ~$((i / 10))s"
+  [[ $valid == yes ]] || rc=1
+  curl -s -o /dev/null "http://127.0.0.1:$tokens/v1/tokens"
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/readyz")
+  echo "    /readyz $code after a snapshot was fetched"
   [[ $code == 200 ]] || rc=1
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$probes/livez")
   echo "    /livez $code"

@@ -278,7 +278,11 @@ EOF
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/" 10 ok || die "nginx did not start ($RUN/nginx.log)"
 wait_port "$TOKEN_PORT" 10 || die "token server did not start ($RUN/token.log)"
 BENCH_CLIENT_SECRET=bench-secret RUST_LOG=warn start sidecar 1 "$SIDECAR" --config "$RUN/sidecar.yaml"
-wait_http "http://127.0.0.1:$PROBE_PORT/readyz" 20 || die "sidecar not ready ($RUN/sidecar.log)"
+# Every tenant holds a token (/readyz waits for Envoy's first poll, not for tokens).
+all_valid() { curl -fsS --max-time 1 "http://127.0.0.1:$PROBE_PORT/status" 2>/dev/null \
+    | python3 -c 'import json, sys; t = json.load(sys.stdin)["tenants"]; sys.exit(0 if t and all(v["state"] == "valid" for v in t.values()) else 1)'; }
+for _ in $(seq 200); do all_valid && break; sleep 0.1; done
+all_valid || die "sidecar has no tokens ($RUN/sidecar.log)"
 
 # ---- Envoys ----------------------------------------------------------------
 ports_arg=$(for c in "${CASES[@]}"; do printf '%s=%s:%s,' "$c" "${LISTEN[$c]}" "${ADMIN[$c]}"; done)

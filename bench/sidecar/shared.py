@@ -139,6 +139,8 @@ def config(dir, auth_port, tokens, probes, redis_port):
         f"  probes: 127.0.0.1:{probes}",
         "refresh:",
         "  expiry_margin: 1s",
+        "  min_lifetime: 1s",
+        "  max_fetches_per_minute: 600",
         "  request_timeout: 2s",
         "  backoff_initial: 200ms",
         "  backoff_max: 1s",

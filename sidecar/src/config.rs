@@ -5,6 +5,10 @@
 //! `AUTHPROXY__LISTEN__TOKENS=127.0.0.1:15101` or
 //! `AUTHPROXY__TENANTS__ACME__CLIENT_ID=acme-2`. Keys match existing keys
 //! case-insensitively; values are parsed as YAML scalars.
+//!
+//! YAML is read with `serde-saphyr` into a `serde_json::Value` tree (so the
+//! overrides can edit it), then deserialized with `serde_path_to_error`, so
+//! every error names the key it is about.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::secret::SecretSource;
 
@@ -47,6 +51,7 @@ impl ConfigError {
 pub struct Config {
     pub listen: Listen,
     pub refresh: RefreshPolicy,
+    pub shutdown: Shutdown,
     pub tenants: Vec<Tenant>,
     /// One token per tenant shared by all replicas through Redis (opt-in).
     pub shared: Option<crate::shared::SharedConfig>,
@@ -81,6 +86,55 @@ pub struct RefreshPolicy {
     pub rejection_min_interval: Duration,
     /// Timeout of one token request.
     pub request_timeout: Duration,
+    /// Lifetimes below this (`expires_in` 0, 0.001, ...) are raised to it.
+    pub min_lifetime: Duration,
+    /// Lifetimes above this (10 years, ...) are lowered to it.
+    pub max_lifetime: Duration,
+    /// Hard cap on token requests per tenant in any 60 s window.
+    pub max_fetches_per_minute: u32,
+    /// Token requests in flight at once, across all tenants.
+    pub max_concurrent_fetches: usize,
+    /// First fetches start at a random point in this window (None: 2 ms per
+    /// tenant, at most 2 s).
+    pub start_spread: Option<Duration>,
+    /// JWT assertions are dated this far in the past (`iat`, `nbf`), so an
+    /// auth server whose clock is behind still accepts them.
+    pub clock_skew: Duration,
+}
+
+impl RefreshPolicy {
+    /// The window over which first fetches are spread for `tenants` tenants.
+    pub fn start_spread_for(&self, tenants: usize) -> Duration {
+        self.start_spread.unwrap_or_else(|| {
+            (Duration::from_millis(2) * tenants.min(1000) as u32).min(Duration::from_secs(2))
+        })
+    }
+}
+
+/// What the sidecar does between SIGTERM and exit.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Envoy's admin address: on SIGTERM the sidecar tells this Envoy to
+    /// stop accepting and drain, then to quit. None: don't touch Envoy.
+    pub envoy_admin: Option<SocketAddr>,
+    /// How long Envoy may take to finish in-flight requests.
+    pub drain_timeout: Duration,
+    /// After SIGTERM, keep serving tokens at most this long while a client
+    /// (Envoy's fetcher) still polls.
+    pub serve_max: Duration,
+    /// Exit once no client has polled for this long.
+    pub idle: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            envoy_admin: None,
+            drain_timeout: Duration::from_secs(30),
+            serve_max: Duration::from_secs(40),
+            idle: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Default for RefreshPolicy {
@@ -95,6 +149,12 @@ impl Default for RefreshPolicy {
             permanent_retry: Duration::from_secs(300),
             rejection_min_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            min_lifetime: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(86400),
+            max_fetches_per_minute: 30,
+            max_concurrent_fetches: 16,
+            start_spread: None,
+            clock_skew: Duration::from_secs(30),
         }
     }
 }
@@ -104,6 +164,8 @@ impl Default for RefreshPolicy {
 pub struct Tenant {
     pub id: String,
     pub token_url: url::Url,
+    /// `token_url` may be plain `http://` to a host that is not loopback.
+    pub allow_http: bool,
     pub client_id: String,
     pub auth: ClientAuth,
     pub grant: Grant,
@@ -112,7 +174,9 @@ pub struct Tenant {
     pub resource: Option<String>,
     pub extra_params: BTreeMap<String, String>,
     pub extra_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
-    /// Readiness requires a valid token for this tenant.
+    /// Opt-in, off by default: the pod is unready while this tenant has no
+    /// token. Its consequence: one tenant's auth trouble takes every
+    /// tenant's traffic off every replica.
     pub required: bool,
     /// Who may use this tenant through Envoy (delivered to the filter with
     /// the token snapshot). Empty: no authenticated caller may.
@@ -167,6 +231,8 @@ struct RawConfig {
     #[serde(default)]
     refresh: RawRefresh,
     #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
     shared: Option<crate::shared::config::RawShared>,
 }
@@ -190,12 +256,29 @@ struct RawRefresh {
     permanent_retry: Option<String>,
     rejection_min_interval: Option<String>,
     request_timeout: Option<String>,
+    min_lifetime: Option<String>,
+    max_lifetime: Option<String>,
+    max_fetches_per_minute: Option<u32>,
+    max_concurrent_fetches: Option<usize>,
+    start_spread: Option<String>,
+    clock_skew: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    envoy_admin: Option<String>,
+    drain_timeout: Option<String>,
+    serve_max: Option<String>,
+    idle: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTenant {
     token_url: String,
+    #[serde(default)]
+    allow_http: bool,
     client_id: String,
     auth: RawAuth,
     #[serde(default)]
@@ -207,7 +290,7 @@ struct RawTenant {
     extra_params: BTreeMap<String, String>,
     #[serde(default)]
     extra_headers: BTreeMap<String, String>,
-    #[serde(default = "yes")]
+    #[serde(default)]
     required: bool,
     #[serde(default)]
     callers: Vec<RawCaller>,
@@ -260,10 +343,6 @@ impl RawCaller {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
@@ -311,12 +390,16 @@ impl Config {
         origin: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut doc: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut doc: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
         if doc.is_null() {
-            doc = Value::Mapping(Default::default());
+            doc = Value::Object(Default::default());
         }
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
@@ -354,11 +437,14 @@ fn apply_override(doc: &mut Value, path: &str, value: &str) -> Result<(), Config
     if segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::invalid(key_name, "empty key segment"));
     }
-    let parsed: Value = serde_yaml::from_str(value).unwrap_or(Value::String(value.to_owned()));
+    let parsed: Value = serde_saphyr::from_str::<Value>(value)
+        .ok()
+        .filter(|v| !v.is_object() && !v.is_array() && !v.is_null())
+        .unwrap_or_else(|| Value::String(value.to_owned()));
     let mut node = doc;
     for (i, segment) in segments.iter().enumerate() {
         let map = match node {
-            Value::Mapping(m) => m,
+            Value::Object(m) => m,
             _ => {
                 return Err(ConfigError::invalid(
                     key_name,
@@ -368,16 +454,16 @@ fn apply_override(doc: &mut Value, path: &str, value: &str) -> Result<(), Config
         };
         let existing = map
             .keys()
-            .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(segment)))
+            .find(|k| k.eq_ignore_ascii_case(segment))
             .cloned();
-        let key = existing.unwrap_or_else(|| Value::String(segment.to_ascii_lowercase()));
+        let key = existing.unwrap_or_else(|| segment.to_ascii_lowercase());
         if i + 1 == segments.len() {
             map.insert(key, parsed);
             return Ok(());
         }
         node = map
             .entry(key)
-            .or_insert_with(|| Value::Mapping(Default::default()));
+            .or_insert_with(|| Value::Object(Default::default()));
     }
     Ok(())
 }
@@ -412,6 +498,7 @@ impl RawConfig {
             ));
         }
         let refresh = self.refresh.validate()?;
+        let shutdown = self.shutdown.validate()?;
         if self.tenants.is_empty() {
             return Err(ConfigError::invalid(
                 "tenants",
@@ -424,9 +511,26 @@ impl RawConfig {
             .map(|(id, raw)| raw.validate(id))
             .collect::<Result<Vec<_>, _>>()?;
         let shared = self.shared.map(|s| s.validate(&refresh)).transpose()?;
+        for tenant in &tenants {
+            for key in [&tenant.auth_key(), &tenant.grant_key()]
+                .into_iter()
+                .flatten()
+            {
+                if key.lifetime <= refresh.clock_skew {
+                    return Err(ConfigError::invalid(
+                        "refresh.clock_skew",
+                        format!(
+                            "must be shorter than every assertion lifetime (tenant {} has {:?})",
+                            tenant.id, key.lifetime
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Config {
             listen,
             refresh,
+            shutdown,
             tenants,
             shared,
         })
@@ -484,6 +588,23 @@ impl RawRefresh {
                 &self.request_timeout,
                 d.request_timeout,
             )?,
+            min_lifetime: duration("refresh.min_lifetime", &self.min_lifetime, d.min_lifetime)?,
+            max_lifetime: duration("refresh.max_lifetime", &self.max_lifetime, d.max_lifetime)?,
+            max_fetches_per_minute: self
+                .max_fetches_per_minute
+                .unwrap_or(d.max_fetches_per_minute),
+            max_concurrent_fetches: self
+                .max_concurrent_fetches
+                .unwrap_or(d.max_concurrent_fetches),
+            start_spread: match &self.start_spread {
+                None => None,
+                Some(_) => Some(duration(
+                    "refresh.start_spread",
+                    &self.start_spread,
+                    Duration::ZERO,
+                )?),
+            },
+            clock_skew: duration("refresh.clock_skew", &self.clock_skew, d.clock_skew)?,
         };
         if policy.backoff_initial.is_zero() {
             return Err(ConfigError::invalid(
@@ -509,7 +630,89 @@ impl RawRefresh {
                 "must be above zero",
             ));
         }
+        if policy.min_lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "refresh.min_lifetime",
+                "must be at least 1s (the default, 10s, is what production should use)",
+            ));
+        }
+        if policy.max_lifetime < policy.min_lifetime {
+            return Err(ConfigError::invalid(
+                "refresh.max_lifetime",
+                "must be at least refresh.min_lifetime",
+            ));
+        }
+        if policy.max_fetches_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "refresh.max_fetches_per_minute",
+                "must be above zero",
+            ));
+        }
+        if policy.max_concurrent_fetches == 0 {
+            return Err(ConfigError::invalid(
+                "refresh.max_concurrent_fetches",
+                "must be above zero",
+            ));
+        }
         Ok(policy)
+    }
+}
+
+impl RawShutdown {
+    fn validate(self) -> Result<Shutdown, ConfigError> {
+        let d = Shutdown::default();
+        let envoy_admin = match &self.envoy_admin {
+            None => None,
+            Some(_) => Some(addr("shutdown.envoy_admin", &self.envoy_admin, "")?),
+        };
+        if envoy_admin.is_some_and(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::invalid(
+                "shutdown.envoy_admin",
+                "must be a loopback address (Envoy's admin interface in this pod)",
+            ));
+        }
+        let shutdown = Shutdown {
+            envoy_admin,
+            drain_timeout: duration(
+                "shutdown.drain_timeout",
+                &self.drain_timeout,
+                d.drain_timeout,
+            )?,
+            serve_max: duration("shutdown.serve_max", &self.serve_max, d.serve_max)?,
+            idle: duration("shutdown.idle", &self.idle, d.idle)?,
+        };
+        if shutdown.idle.is_zero() {
+            return Err(ConfigError::invalid("shutdown.idle", "must be above zero"));
+        }
+        Ok(shutdown)
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: a token server in this pod or on this host.
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Tenant {
+    /// The client-authentication signing key, if any.
+    pub fn auth_key(&self) -> Option<&SigningKey> {
+        match &self.auth {
+            ClientAuth::PrivateKeyJwt(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The JWT-bearer grant's signing key, if any.
+    pub fn grant_key(&self) -> Option<&SigningKey> {
+        match &self.grant {
+            Grant::JwtBearer { key, .. } => Some(key),
+            Grant::ClientCredentials => None,
+        }
     }
 }
 
@@ -551,11 +754,21 @@ impl RawTenant {
         let token_url = url::Url::parse(&self.token_url).map_err(|e| {
             ConfigError::invalid(at("token_url"), format!("{:?}: {e}", self.token_url))
         })?;
-        if !matches!(token_url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                at("token_url"),
-                "scheme must be http or https",
-            ));
+        match token_url.scheme() {
+            "https" => {}
+            "http" if self.allow_http || is_loopback_host(&token_url) => {}
+            "http" => {
+                return Err(ConfigError::invalid(
+                    at("token_url"),
+                    "must be https (plain http only to a loopback host, or with allow_http: true)",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    at("token_url"),
+                    "scheme must be https",
+                ))
+            }
         }
         if self.client_id.is_empty() {
             return Err(ConfigError::invalid(at("client_id"), "must not be empty"));
@@ -644,6 +857,7 @@ impl RawTenant {
             id,
             callers,
             token_url,
+            allow_http: self.allow_http,
             client_id: self.client_id,
             auth,
             grant,

@@ -9,9 +9,13 @@
 //!   401 to the token with version `V`; `202`.
 //!
 //! Errors are JSON: `{"error": "<stable code>", "message": "..."}`.
+//!
+//! Probes (`/livez`, `/readyz`, `/status`, `/metrics`): see ARCHITECTURE.md
+//! for the one readiness definition and the `/status` shape.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::QueryRejection;
@@ -28,6 +32,66 @@ use crate::store::{Entry, Snapshot, Store};
 
 /// Longest long-poll the API accepts ([`protocol::MAX_WAIT_MS`]).
 pub const MAX_WAIT: Duration = Duration::from_millis(protocol::MAX_WAIT_MS);
+/// Longest long-poll while shutting down, so that a client that is still
+/// there keeps coming back and one that is gone is noticed.
+pub const STOPPING_WAIT: Duration = Duration::from_millis(500);
+
+/// Readiness inputs and token-API activity, shared by the handlers and the
+/// shutdown sequence.
+#[derive(Debug)]
+pub struct Liveness {
+    /// A snapshot was handed to a client (Envoy's fetcher) since start.
+    pub polled: AtomicBool,
+    /// Token API requests in progress.
+    active: AtomicUsize,
+    /// When the last token API request started or ended.
+    last: Mutex<tokio::time::Instant>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            polled: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            last: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Liveness {
+    fn touch(&self) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = tokio::time::Instant::now();
+        }
+    }
+
+    /// Counts a request until the guard drops.
+    fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        ActiveGuard(self.clone())
+    }
+
+    /// How long no token API request has been in progress (zero while one is).
+    pub fn idle_for(&self) -> Duration {
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .map(|l| l.elapsed())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+struct ActiveGuard(Arc<Liveness>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// State shared by the handlers.
 #[derive(Clone)]
@@ -36,8 +100,11 @@ pub struct AppState {
     pub metrics: Metrics,
     pub required: Arc<Vec<String>>,
     pub rejections: Arc<HashMap<String, mpsc::Sender<u64>>>,
-    /// Flips to `true` on shutdown, so long-polls end at once.
+    /// Flips to `true` on SIGTERM: readiness fails, long-polls are cut short.
+    pub stopping: watch::Receiver<bool>,
+    /// Flips to `true` when the listeners close, so long-polls end at once.
     pub shutdown: watch::Receiver<bool>,
+    pub liveness: Arc<Liveness>,
 }
 
 /// Every error the API returns.
@@ -98,6 +165,7 @@ pub fn probes(state: AppState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -129,21 +197,29 @@ async fn tokens(
     State(state): State<AppState>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    let _active = state.liveness.enter();
     let Query(q) = query?;
     let mut rx = state.store.subscribe();
     let unchanged = q.after == Some(rx.borrow_and_update().version);
     if unchanged {
-        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        let mut wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        let mut stopping = state.stopping.clone();
+        let already_stopping = *stopping.borrow_and_update();
+        if already_stopping {
+            wait = wait.min(STOPPING_WAIT);
+        }
         let mut shutdown = state.shutdown.clone();
         let changed = tokio::select! {
             r = tokio::time::timeout(wait, rx.changed()) => matches!(r, Ok(Ok(()))),
             _ = shutdown.wait_for(|s| *s) => false,
+            _ = stopping.wait_for(|s| *s), if !already_stopping => false,
         };
         if !changed {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
     let snap = servable(&rx.borrow().clone(), SystemTime::now());
+    state.liveness.polled.store(true, Ordering::SeqCst);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(snap)).into_response())
 }
 
@@ -166,18 +242,35 @@ async fn rejected(
         .into_response())
 }
 
+/// Ready = this pod can answer: the sidecar serves, a client (Envoy's
+/// fetcher) has received a snapshot since start, and no shutdown has begun.
+/// Tenants without a token do not count, unless they opted in with
+/// `required: true`.
 async fn readyz(State(state): State<AppState>) -> Response {
     let snap = state.store.snapshot();
     let now = SystemTime::now();
-    if state
-        .required
-        .iter()
-        .all(|id| snap.valid(id, now).is_some())
+    let serving = state.liveness.polled.load(Ordering::SeqCst) && !*state.stopping.borrow();
+    if serving
+        && state
+            .required
+            .iter()
+            .all(|id| snap.valid(id, now).is_some())
     {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
+}
+
+/// Per-tenant health as JSON; never a token.
+async fn status(State(state): State<AppState>) -> Response {
+    let snap = state.store.snapshot();
+    let tenants = state.metrics.status(&snap, SystemTime::now());
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "tenants": tenants })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

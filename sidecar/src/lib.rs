@@ -7,20 +7,27 @@
 //! - [`secret`]: secrets from files or the environment, redacted when printed.
 //! - [`oauth`]: one token request (client authentication, grants) and the
 //!   classification of its response.
-//! - [`refresh`]: the per-tenant refresh loop and its schedule.
+//! - [`schedule`]: one tenant's refresh rules as a pure state machine.
+//! - [`refresh`]: the per-tenant task that drives a schedule, and the
+//!   limiter that bounds concurrent token requests.
 //! - [`store`]: the versioned token snapshot and its watch channel.
 //! - [`http`]: the token API and the probe/metrics routers.
-//! - [`metrics`]: per-tenant counters in the Prometheus text format.
+//! - [`metrics`]: per-tenant counters in the Prometheus text format, and
+//!   the per-tenant health of `/status`.
 //! - [`shared`]: one token per tenant shared by all replicas through Redis
 //!   (opt-in).
+//! - [`shutdown`]: SIGTERM as Kubernetes sends it: drain Envoy, keep serving
+//!   tokens until it is gone.
 
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
 pub mod refresh;
+pub mod schedule;
 pub mod secret;
 pub mod shared;
+pub mod shutdown;
 pub mod store;
 
 use std::collections::HashMap;
@@ -89,13 +96,10 @@ impl Sidecar {
         )
     }
 
-    /// Serves until `shutdown` resolves, then drains for a bounded time.
+    /// Serves until `shutdown` resolves, then shuts down as
+    /// [`shutdown`](crate::shutdown) describes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("authproxy-sidecar/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = oauth::client()?;
         let policy = Arc::new(self.config.refresh.clone());
         self.serve_with(refresh::HttpFetcher { client, policy }, shutdown)
             .await
@@ -135,6 +139,12 @@ impl Sidecar {
         };
         let policy = Arc::new(self.config.refresh.clone());
         let fetcher = Arc::new(fetcher);
+        let limiter = Arc::new(refresh::Limiter::new(
+            policy.max_concurrent_fetches,
+            metrics.fetches.clone(),
+        ));
+        let start = tokio::time::Instant::now();
+        let spread = policy.start_spread_for(self.config.tenants.len());
         let mut loops = JoinSet::new();
         let mut rejections = HashMap::new();
         for tenant in &self.config.tenants {
@@ -145,15 +155,19 @@ impl Sidecar {
                     tenant: Arc::new(tenant.clone()),
                     policy: policy.clone(),
                     fetcher: fetcher.clone(),
+                    limiter: limiter.clone(),
                     store: store.clone(),
                     metrics: metrics.tenant(&tenant.id),
                     rejections: rx,
                     shared: shared.as_ref().map(|s| s.link(tenant)),
+                    first_fetch: start + spread.mul_f64(rand::random::<f64>()),
                 }
                 .run(),
             );
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (stopping_tx, stopping_rx) = watch::channel(false);
+        let liveness = Arc::new(http::Liveness::default());
         let state = http::AppState {
             store,
             metrics,
@@ -166,7 +180,9 @@ impl Sidecar {
                     .collect(),
             ),
             rejections: Arc::new(rejections),
+            stopping: stopping_rx,
             shutdown: stop_rx.clone(),
+            liveness: liveness.clone(),
         };
         info!(
             tokens = %tokens_addr,
@@ -186,7 +202,12 @@ impl Sidecar {
         tokio::select! {
             r = &mut servers => { r.map_err(RunError::Serve)?; }
             _ = shutdown => {
-                info!("shutting down");
+                let _ = stopping_tx.send(true);
+                tokio::select! {
+                    r = &mut servers => { r.map_err(RunError::Serve)?; return Ok(()); }
+                    _ = crate::shutdown::linger(&self.config.shutdown, &liveness) => {}
+                }
+                info!("closing the listeners");
                 let _ = stop_tx.send(true);
                 loops.abort_all();
                 if tokio::time::timeout(DRAIN, &mut servers).await.is_err() {

@@ -17,13 +17,16 @@ use crate::secret::Secret;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Token responses larger than this are refused unread.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
+/// `expires_in` above this (100 years) is read as this, before clamping.
+const MAX_EXPIRES_IN: f64 = 100.0 * 365.0 * 86400.0;
 
 /// A token as issued.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub access_token: Secret,
-    /// `expires_in`, or the configured default.
+    /// `expires_in` as sent (0, 0.001 and 10 years included: the refresh
+    /// schedule clamps it), or the configured default.
     pub lifetime: Duration,
     /// Whether `expires_in` was missing and the default applied.
     pub defaulted_lifetime: bool,
@@ -77,23 +80,35 @@ pub fn check_signing_key(key: &SigningKey) -> Result<(), String> {
 }
 
 /// Signs a short-lived RFC 7523 assertion: `aud` is the token endpoint, a
-/// fresh random `jti`, `exp` = now + the key's lifetime.
+/// fresh random `jti`, `iat` = `nbf` = now − `skew` (an auth server whose
+/// clock is behind by up to `skew` still accepts it), `exp` = now + the key's
+/// lifetime (config ensures the lifetime exceeds `skew`, so a server whose
+/// clock is ahead by `skew` does too).
 pub fn sign_assertion(
     key: &SigningKey,
     issuer: &str,
     subject: &str,
     audience: &str,
+    skew: Duration,
 ) -> Result<Secret, String> {
     let pem = key.key.read().map_err(|e| e.to_string())?;
     let mut jti = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut jti);
-    let claims = Claims::create(jwt_simple::prelude::Duration::from_millis(
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let stamp = |d: Duration| jwt_simple::prelude::Duration::from_secs(d.as_secs());
+    let mut claims = Claims::create(jwt_simple::prelude::Duration::from_millis(
         key.lifetime.as_millis() as u64,
-    ))
-    .with_issuer(issuer)
-    .with_subject(subject)
-    .with_audience(audience)
-    .with_jwt_id(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti));
+    ));
+    claims.issued_at = Some(stamp(now.saturating_sub(skew)));
+    claims.invalid_before = Some(stamp(now.saturating_sub(skew)));
+    claims.expires_at = Some(stamp(now + key.lifetime));
+    let claims = claims
+        .with_issuer(issuer)
+        .with_subject(subject)
+        .with_audience(audience)
+        .with_jwt_id(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti));
     let signed = match key.alg {
         JwtAlg::RS256 => {
             let mut pair = RS256KeyPair::from_pem(pem.expose())
@@ -127,8 +142,9 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// Builds the request for `tenant`, reading secrets and signing as needed.
-    pub fn build(tenant: &Tenant) -> Result<TokenRequest, FetchError> {
+    /// Builds the request for `tenant`, reading secrets and signing as needed
+    /// (assertions backdated by `skew`).
+    pub fn build(tenant: &Tenant, skew: Duration) -> Result<TokenRequest, FetchError> {
         let secret_err =
             |e: String| FetchError::new(tenant, "credentials_unavailable", Retry::Transient, e);
         let aud = tenant.token_url.as_str();
@@ -141,7 +157,8 @@ impl TokenRequest {
                 issuer,
                 subject,
             } => {
-                let assertion = sign_assertion(key, issuer, subject, aud).map_err(secret_err)?;
+                let assertion =
+                    sign_assertion(key, issuer, subject, aud, skew).map_err(secret_err)?;
                 form.push(("grant_type", JWT_BEARER_GRANT.into()));
                 form.push(("assertion", assertion.expose().to_owned()));
             }
@@ -157,8 +174,9 @@ impl TokenRequest {
                 form.push(("client_secret", secret.expose().to_owned()));
             }
             ClientAuth::PrivateKeyJwt(key) => {
-                let assertion = sign_assertion(key, &tenant.client_id, &tenant.client_id, aud)
-                    .map_err(secret_err)?;
+                let assertion =
+                    sign_assertion(key, &tenant.client_id, &tenant.client_id, aud, skew)
+                        .map_err(secret_err)?;
                 form.push(("client_id", tenant.client_id.clone()));
                 form.push(("client_assertion_type", ASSERTION_TYPE.into()));
                 form.push(("client_assertion", assertion.expose().to_owned()));
@@ -182,14 +200,26 @@ impl TokenRequest {
     }
 }
 
-/// Fetches one token for `tenant`.
+/// The HTTP client for token requests: redirects are never followed (a 3xx
+/// would re-send the credentials to another URL), no proxy from the
+/// environment is used for loopback, TLS via rustls.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("authproxy-sidecar/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Fetches one token for `tenant` with a client from [`client`].
 pub async fn fetch(
     http: &reqwest::Client,
     tenant: &Tenant,
-    default_lifetime: Duration,
-    timeout: Duration,
+    policy: &crate::config::RefreshPolicy,
 ) -> Result<IssuedToken, FetchError> {
-    let req = TokenRequest::build(tenant)?;
+    let (default_lifetime, timeout) = (policy.default_lifetime, policy.request_timeout);
+    let req = TokenRequest::build(tenant, policy.clock_skew)?;
     let mut body = form_urlencoded(&req);
     let mut builder = http
         .post(tenant.token_url.clone())
@@ -215,6 +245,17 @@ pub async fn fetch(
         FetchError::new(tenant, reason, Retry::Transient, describe_reqwest(&e))
     })?;
     let status = response.status();
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(FetchError::new(
+            tenant,
+            "bad_response",
+            Retry::Transient,
+            format!("HTTP {status}: body larger than {MAX_BODY} bytes"),
+        ));
+    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -337,6 +378,12 @@ pub fn classify(
             Retry::Permanent,
             format!("HTTP {status}: unauthorized_client"),
         ),
+        (300..=399, _) => FetchError::new(
+            tenant,
+            "redirect",
+            Retry::Permanent,
+            format!("HTTP {status}: redirects are not followed; configure the final token URL"),
+        ),
         (429, _) => FetchError::new(tenant, "rate_limited", Retry::Transient, "HTTP 429"),
         (500..=599, _) => FetchError::new(
             tenant,
@@ -408,12 +455,18 @@ fn parse_success(
         Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
         Some(_) => return Err(bad("expires_in is not a number".into())),
     };
+    // Any non-negative number is taken as sent, even 0 or ten years: the
+    // refresh schedule clamps it to [min_lifetime, max_lifetime].
     let (lifetime, defaulted_lifetime) = match expires_in {
         None => (default_lifetime, true),
-        Some(secs) if secs.is_finite() && secs > 0.0 && secs < 10.0 * 365.0 * 86400.0 => {
-            (Duration::from_secs_f64(secs), false)
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            (Duration::from_secs_f64(secs.min(MAX_EXPIRES_IN)), false)
         }
-        Some(_) => return Err(bad("expires_in is not a positive number of seconds".into())),
+        Some(_) => {
+            return Err(bad(
+                "expires_in is not a non-negative number of seconds".into()
+            ))
+        }
     };
     Ok(IssuedToken {
         access_token: Secret::new(token),

@@ -1,73 +1,30 @@
-//! The per-tenant refresh loop and its schedule.
+//! The per-tenant refresh task: drives one [`Schedule`] with real time, the
+//! token fetcher, the store and the 401 reports, and logs what it decides.
 //!
 //! One task per tenant owns that tenant's token, so at most one fetch per
-//! tenant is ever in flight. It refreshes proactively at a jittered fraction
-//! of the lifetime, backs off on failure by kind, stops serving a token at its
-//! expiry less a margin, and refreshes early (rate-limited) when the filter
-//! reports an upstream 401 for the token it holds.
+//! tenant is ever in flight. Across tenants, a [`Limiter`] bounds how many
+//! token requests run at once (`refresh.max_concurrent_fetches`); requests
+//! beyond it wait in its queue. The rules themselves live in
+//! [`crate::schedule`].
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, Instant};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{RefreshPolicy, Tenant};
-use crate::metrics::TenantMetrics;
+use crate::metrics::{FetchGauges, TenantMetrics};
 use crate::oauth::{FetchError, IssuedToken, Retry};
+use crate::schedule::{Action, Report, Schedule};
 use crate::shared::Outcome;
 use crate::store::Store;
 
-/// How long a token is served, and when to refresh it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
-    pub serve_for: Duration,
-    pub refresh_after: Duration,
-}
-
-/// Plans a fresh token's life. `u` is a uniform draw in [-1, 1] for jitter.
-///
-/// The margin is capped at a quarter of the lifetime, so a short-lived token
-/// is still served; the refresh point (at most `fraction + jitter` < 1 of the
-/// lifetime) is kept before the end of serving.
-pub fn plan(policy: &RefreshPolicy, lifetime: Duration, u: f64) -> Plan {
-    let margin = policy.expiry_margin.min(lifetime / 4);
-    let serve_for = lifetime.saturating_sub(margin);
-    let fraction = (policy.fraction + policy.jitter * u.clamp(-1.0, 1.0)).clamp(0.01, 0.99);
-    let refresh_after = lifetime.mul_f64(fraction).min(serve_for.mul_f64(0.9));
-    Plan {
-        serve_for,
-        refresh_after,
-    }
-}
-
-/// Delay before the next attempt after `failures` consecutive failures (1 for
-/// the first). `u` is a uniform draw in [0, 1) for jitter.
-///
-/// Transient errors back off exponentially from `backoff_initial` to
-/// `backoff_max`, jittered to 50–100% of the step, and never sooner than a
-/// server's `Retry-After`. Permanent errors wait `permanent_retry` ±10%.
-pub fn backoff(policy: &RefreshPolicy, failures: u32, err: &FetchError, u: f64) -> Duration {
-    let u = u.clamp(0.0, 1.0);
-    let base = match err.retry {
-        Retry::Permanent => return policy.permanent_retry.mul_f64(0.9 + 0.2 * u),
-        Retry::Transient => {
-            let exp = failures.saturating_sub(1).min(30);
-            policy
-                .backoff_initial
-                .saturating_mul(1u32 << exp)
-                .min(policy.backoff_max)
-        }
-    };
-    let jittered = base.mul_f64(0.5 + 0.5 * u);
-    match err.retry_after {
-        Some(after) => jittered.max(after.min(policy.permanent_retry)),
-        None => jittered,
-    }
-}
+pub use crate::schedule::{backoff, plan, Plan};
 
 /// Something that fetches tokens: the real OAuth2 client, or a script in tests.
 pub trait Fetcher: Send + Sync + 'static {
@@ -89,26 +46,56 @@ impl Fetcher for HttpFetcher {
         &self,
         tenant: &Tenant,
     ) -> impl Future<Output = Result<IssuedToken, FetchError>> + Send {
-        crate::oauth::fetch(
-            &self.client,
-            tenant,
-            self.policy.default_lifetime,
-            self.policy.request_timeout,
-        )
+        crate::oauth::fetch(&self.client, tenant, &self.policy)
     }
 }
 
-/// Everything one tenant's loop needs.
+/// Bounds concurrent token requests across all tenants, and counts the
+/// queue and the requests in flight for `/metrics`.
+#[derive(Debug)]
+pub struct Limiter {
+    permits: Semaphore,
+    gauges: Arc<FetchGauges>,
+}
+
+impl Limiter {
+    pub fn new(max_concurrent: usize, gauges: Arc<FetchGauges>) -> Limiter {
+        Limiter {
+            permits: Semaphore::new(max_concurrent),
+            gauges,
+        }
+    }
+
+    /// Runs `fetch` once a permit is free.
+    pub async fn run<T>(&self, fetch: impl Future<Output = T>) -> T {
+        let g = &self.gauges;
+        g.queued.fetch_add(1, Ordering::Relaxed);
+        let permit = self.permits.acquire().await;
+        g.queued.fetch_sub(1, Ordering::Relaxed);
+        let now = g.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        g.in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        let out = fetch.await;
+        g.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+        out
+    }
+}
+
+/// Everything one tenant's task needs.
 pub struct TenantLoop<F> {
     pub tenant: Arc<Tenant>,
     pub policy: Arc<RefreshPolicy>,
     pub fetcher: Arc<F>,
+    pub limiter: Arc<Limiter>,
     pub store: Store,
     pub metrics: Arc<TenantMetrics>,
     /// Upstream 401 reports: the version of the rejected token.
     pub rejections: mpsc::Receiver<u64>,
-    /// The shared token store, when configured: fetches go through its lock
-    /// and tokens other replicas publish arrive here.
+    /// When the first fetch starts (spread over `start_spread`).
+    pub first_fetch: Instant,
+    /// The shared token store, when configured: the fetch action goes
+    /// through its lock ([`crate::shared::SharedTenant::obtain`]: fetched or
+    /// adopted), and tokens other replicas publish arrive as adopted events.
     pub shared: Option<crate::shared::Link>,
 }
 
@@ -117,169 +104,168 @@ type FetchFuture = Pin<Box<dyn Future<Output = Result<Outcome, FetchError>> + Se
 impl<F: Fetcher> TenantLoop<F> {
     /// Runs until the task is aborted.
     pub async fn run(mut self) {
-        let id = self.tenant.id.clone();
-        let mut next_fetch = Some(Instant::now());
+        let mut schedule = Schedule::new(self.policy.clone(), self.first_fetch);
         let mut in_flight: Option<FetchFuture> = None;
-        // (version, serve-until) of the token this tenant currently serves.
-        let mut current: Option<(u64, Instant)> = None;
-        // Its version in the shared store (None: local, or no store).
+        // The served token's version in the shared store (None: a local
+        // token, or no store).
         let mut shared_version: Option<u64> = None;
-        let mut last_forced: Option<Instant> = None;
-        let mut failures: u32 = 0;
         loop {
-            let expiry = current.map(|(_, at)| at);
-            tokio::select! {
-                _ = sleep_until(next_fetch.unwrap_or_else(far_future)), if next_fetch.is_some() && in_flight.is_none() => {
-                    next_fetch = None;
-                    let fetcher = self.fetcher.clone();
-                    let tenant = self.tenant.clone();
-                    in_flight = Some(match &self.shared {
-                        None => Box::pin(async move {
-                            fetcher.fetch(&tenant).await.map(|token| Outcome::Fetched { token, version: None })
-                        }),
-                        Some(link) => {
-                            let shared = link.tenant.clone();
-                            let known = current.and(shared_version);
-                            Box::pin(async move {
-                                shared.obtain(known, || fetcher.fetch(&tenant)).await
-                            })
+            let now = Instant::now();
+            while let Some(action) = schedule.poll(now) {
+                match action {
+                    Action::Fetch { forced_by } => {
+                        if let Some(version) = forced_by {
+                            self.metrics.forced_refresh();
+                            warn!(tenant = %self.tenant.id, version, "upstream rejected the token; refreshing now");
                         }
-                    });
+                        let (fetcher, tenant) = (self.fetcher.clone(), self.tenant.clone());
+                        let limiter = self.limiter.clone();
+                        in_flight = Some(match &self.shared {
+                            None => Box::pin(async move {
+                                let token = limiter.run(fetcher.fetch(&tenant)).await?;
+                                Ok(Outcome::Fetched {
+                                    token,
+                                    version: None,
+                                })
+                            }),
+                            Some(link) => {
+                                let shared = link.tenant.clone();
+                                // The shared version of the token being served,
+                                // refreshed or rejected (forced_by is its version).
+                                let known = schedule.serving_version().and(shared_version);
+                                Box::pin(async move {
+                                    shared
+                                        .obtain(known, || limiter.run(fetcher.fetch(&tenant)))
+                                        .await
+                                })
+                            }
+                        });
+                    }
+                    Action::Withdraw { version } => {
+                        self.store.expire(&self.tenant.id, version);
+                        error!(tenant = %self.tenant.id, version, "token expired with no replacement; requests for this tenant now fail closed");
+                    }
                 }
+            }
+            let deadline = schedule.deadline();
+            let idle = in_flight.is_none();
+            tokio::select! {
+                _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {}
                 result = poll_opt(&mut in_flight) => {
                     in_flight = None;
-                    let now = Instant::now();
-                    match result {
-                        Ok(outcome) => {
-                            failures = 0;
-                            let got = Obtained::from(outcome);
-                            let plan = plan(&self.policy, got.lifetime, jitter_draw(got.shared_version));
-                            let serve_for = plan.serve_for.saturating_sub(got.age);
-                            let until_wall = SystemTime::now() + serve_for;
-                            let same = got.shared_version.is_some() && got.shared_version == shared_version && current.is_some();
-                            if !same {
-                                let version = self.store.install(&id, &got.token, until_wall);
-                                current = Some((version, now + serve_for));
-                                shared_version = got.shared_version;
-                            }
-                            if got.fetched {
-                                self.metrics.success(SystemTime::now());
-                            }
-                            next_fetch = Some(now + plan.refresh_after.saturating_sub(got.age));
-                            info!(
-                                tenant = %id,
-                                version = current.map(|(v, _)| v).unwrap_or(0),
-                                shared_version,
-                                source = got.source,
-                                lifetime_secs = got.lifetime.as_secs(),
-                                default_lifetime = got.defaulted_lifetime,
-                                serve_secs = serve_for.as_secs(),
-                                refresh_in_secs = plan.refresh_after.saturating_sub(got.age).as_secs(),
-                                "token obtained"
-                            );
-                        }
-                        Err(err) => {
-                            failures = failures.saturating_add(1);
-                            let streak = self.metrics.failure(err.reason);
-                            let delay = backoff(&self.policy, failures, &err, rand::random::<f64>());
-                            next_fetch = Some(now + delay);
-                            let serving = current.is_some();
-                            match err.retry {
-                                Retry::Permanent => error!(
-                                    tenant = %id, reason = err.reason, cause = %err,
-                                    consecutive_failures = streak, retry_in_secs = delay.as_secs_f64(),
-                                    still_serving = serving,
-                                    "token request refused; fix the credentials, retrying slowly"
-                                ),
-                                Retry::Transient => warn!(
-                                    tenant = %id, reason = err.reason, cause = %err,
-                                    consecutive_failures = streak, retry_in_secs = delay.as_secs_f64(),
-                                    still_serving = serving,
-                                    "token request failed, backing off"
-                                ),
-                            }
-                        }
-                    }
+                    self.finished(&mut schedule, &mut shared_version, result);
                 }
-                _ = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
-                    if let Some((version, _)) = current.take() {
-                        self.store.expire(&id, version);
-                        error!(tenant = %id, version, "token expired with no replacement; requests for this tenant now fail closed");
-                    }
-                }
-                Some(record) = adopted(&mut self.shared) => {
-                    // Versions only rise; an older record can only be a late read.
-                    if record.version > shared_version.unwrap_or(0) || current.is_none() {
-                        let now = Instant::now();
-                        let got = Obtained::from(Outcome::Adopted(record));
-                        let plan = plan(&self.policy, got.lifetime, jitter_draw(got.shared_version));
-                        let serve_for = plan.serve_for.saturating_sub(got.age);
-                        if !serve_for.is_zero() {
-                            if let Some(link) = &self.shared {
-                                link.tenant.shared_metrics().adopted();
-                            }
-                            let version = self.store.install(&id, &got.token, SystemTime::now() + serve_for);
-                            current = Some((version, now + serve_for));
-                            shared_version = got.shared_version;
-                            if in_flight.is_none() {
-                                next_fetch = Some(now + plan.refresh_after.saturating_sub(got.age));
-                            }
-                            info!(tenant = %id, version, shared_version, source = got.source, serve_secs = serve_for.as_secs(), "token obtained");
+                // Another replica's token. While a fetch is in flight it
+                // waits: the fetch adopts or publishes on its own.
+                Some(record) = adopted(&mut self.shared), if idle => {
+                    // Versions only rise; an older record is a late read.
+                    if record.version > shared_version.unwrap_or(0) || schedule.serving_version().is_none() {
+                        if let Some(link) = &self.shared {
+                            link.tenant.shared_metrics().adopted();
                         }
+                        self.finished(&mut schedule, &mut shared_version, Ok(Outcome::Adopted(record)));
                     }
                 }
                 Some(version) = self.rejections.recv() => {
                     self.metrics.rejection();
-                    let now = Instant::now();
-                    let is_current = current.map(|(v, _)| v) == Some(version);
-                    let allowed = last_forced.is_none_or(|t| now.duration_since(t) >= self.policy.rejection_min_interval);
-                    if is_current && allowed && in_flight.is_none() {
-                        last_forced = Some(now);
-                        self.metrics.forced_refresh();
-                        next_fetch = Some(now);
-                        warn!(tenant = %id, version, "upstream rejected the token; refreshing now");
+                    let id = &self.tenant.id;
+                    match schedule.rejected(Instant::now(), version) {
+                        Report::RefreshNow => {}
+                        Report::Deferred { at } => warn!(
+                            tenant = %id, version,
+                            refresh_in_secs = at.saturating_duration_since(Instant::now()).as_secs_f64(),
+                            "upstream rejected the token again within rejection_min_interval; refreshing at the window's end"
+                        ),
+                        Report::Duplicate | Report::Stale | Report::InFlight => {
+                            debug!(tenant = %id, version, "rejection report needs no new refresh");
+                        }
                     }
                 }
             }
         }
     }
-}
 
-/// A token ready to install, however it was obtained.
-struct Obtained {
-    token: crate::secret::Secret,
-    lifetime: Duration,
-    /// How much of `lifetime` had passed when it arrived (adopted tokens).
-    age: Duration,
-    defaulted_lifetime: bool,
-    shared_version: Option<u64>,
-    /// Whether this replica requested it from the auth server.
-    fetched: bool,
-    source: &'static str,
-}
-
-impl From<Outcome> for Obtained {
-    fn from(o: Outcome) -> Obtained {
-        match o {
-            Outcome::Fetched { token, version } => Obtained {
-                token: token.access_token,
-                lifetime: token.lifetime,
-                age: Duration::ZERO,
-                defaulted_lifetime: token.defaulted_lifetime,
-                shared_version: version,
-                fetched: true,
-                source: "fetched",
-            },
-            Outcome::Adopted(record) => {
-                let (lifetime, age) = record.lifetime_and_age(SystemTime::now());
-                Obtained {
-                    token: record.token,
-                    lifetime,
-                    age,
-                    defaulted_lifetime: false,
-                    shared_version: Some(record.version),
-                    fetched: false,
-                    source: "adopted",
+    fn finished(
+        &self,
+        schedule: &mut Schedule,
+        shared_version: &mut Option<u64>,
+        result: Result<Outcome, FetchError>,
+    ) {
+        let now = Instant::now();
+        let id = &self.tenant.id;
+        match result {
+            Ok(outcome) => {
+                let (token, source, new_shared) = match outcome {
+                    Outcome::Fetched { token, version } => (token, "fetched", version),
+                    // Planned on its remaining life: every replica then
+                    // refreshes at (about) the same instant.
+                    Outcome::Adopted(record) => {
+                        let version = record.version;
+                        (
+                            record.into_issued(SystemTime::now()),
+                            "adopted",
+                            Some(version),
+                        )
+                    }
+                };
+                let served = schedule.fetched(now, token.lifetime, jitter_draw(new_shared));
+                let plan = served.plan;
+                let wall_now = SystemTime::now();
+                let same = new_shared.is_some() && new_shared == *shared_version;
+                let version = match schedule.serving_version() {
+                    // The record we already serve (re-read): reschedule only.
+                    Some(v) if same => v,
+                    _ => {
+                        let v =
+                            self.store
+                                .install(id, &token.access_token, wall_now + plan.serve_for);
+                        *shared_version = new_shared;
+                        v
+                    }
+                };
+                schedule.installed(version, now + plan.serve_for);
+                if source == "fetched" {
+                    self.metrics.success(wall_now, served.lifetime);
+                }
+                if let Some(clamp) = served.clamp {
+                    self.metrics.clamped(clamp);
+                    let (issued, used) = (token.lifetime.as_secs_f64(), served.lifetime.as_secs());
+                    if served.first_clamp {
+                        warn!(tenant = %id, expires_in = issued, lifetime_secs = used, bound = clamp.label(),
+                            "token lifetime outside [refresh.min_lifetime, refresh.max_lifetime]; clamped (logged once per tenant)");
+                    } else {
+                        debug!(tenant = %id, expires_in = issued, lifetime_secs = used, bound = clamp.label(), "token lifetime clamped");
+                    }
+                }
+                info!(
+                    tenant = %id,
+                    version,
+                    shared_version = *shared_version,
+                    source,
+                    lifetime_secs = served.lifetime.as_secs(),
+                    default_lifetime = token.defaulted_lifetime,
+                    serve_secs = plan.serve_for.as_secs(),
+                    refresh_in_secs = plan.refresh_after.as_secs(),
+                    "token obtained"
+                );
+            }
+            Err(err) => {
+                let r = schedule.failed(now, &err, rand::random::<f64>());
+                self.metrics.failure(err.reason);
+                let (streak, delay, serving) = (r.failures, r.delay.as_secs_f64(), r.serving);
+                match err.retry {
+                    Retry::Permanent => error!(
+                        tenant = %id, reason = err.reason, cause = %err,
+                        consecutive_failures = streak, retry_in_secs = delay,
+                        still_serving = serving,
+                        "token request refused; fix the credentials, retrying slowly"
+                    ),
+                    Retry::Transient => warn!(
+                        tenant = %id, reason = err.reason, cause = %err,
+                        consecutive_failures = streak, retry_in_secs = delay,
+                        still_serving = serving,
+                        "token request failed, backing off"
+                    ),
                 }
             }
         }

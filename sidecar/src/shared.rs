@@ -77,6 +77,18 @@ pub struct Record {
 }
 
 impl Record {
+    /// As an issued token whose lifetime is what remains of it at `now`.
+    pub fn into_issued(self, now: SystemTime) -> IssuedToken {
+        IssuedToken {
+            lifetime: self
+                .expires_at
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO),
+            access_token: self.token,
+            defaulted_lifetime: false,
+        }
+    }
+
     /// The token's full lifetime, and how much of it has passed at `now`.
     pub fn lifetime_and_age(&self, now: SystemTime) -> (Duration, Duration) {
         let lifetime = self

@@ -97,6 +97,17 @@ fn bad_configs_exit_64_with_one_line() {
             "listen.tokens",
         ),
         (
+            "plain http token URL to a remote host",
+            write(
+                dir.path(),
+                "http.yaml",
+                &good_tenant(&secret)
+                    .replace("http://127.0.0.1:9/token", "http://auth.example.com/token"),
+            ),
+            vec![],
+            "tenants.acme.token_url",
+        ),
+        (
             "bad duration",
             write(
                 dir.path(),
@@ -248,10 +259,12 @@ impl Drop for Proc {
 
 const LISTEN: &str = "listen:\n  tokens: 127.0.0.1:0\n  probes: 127.0.0.1:0\n";
 
-/// SIGTERM stops the binary with exit 0 within two seconds, even with a
-/// long-poll in flight (which ends rather than holding shutdown).
+/// SIGTERM with a long-poll in flight: the poll is answered at once, the
+/// pod turns unready, tokens are still served (polls are cut to 500 ms) for
+/// as long as a client keeps polling, and once polls stop the binary exits
+/// 0 within `shutdown.idle`.
 #[tokio::test]
-async fn sigterm_exits_promptly_with_long_poll_in_flight() {
+async fn sigterm_serves_while_polled_then_exits() {
     let fake = FakeAuth::start(Behave::issue(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let secret = write(dir.path(), "secret", "s");
@@ -259,7 +272,7 @@ async fn sigterm_exits_promptly_with_long_poll_in_flight() {
         dir.path(),
         "c.yaml",
         &format!(
-            "{LISTEN}tenants:
+            "{LISTEN}shutdown: {{idle: 500ms}}\ntenants:
   acme:
     token_url: {url}
     client_id: acme
@@ -269,7 +282,7 @@ async fn sigterm_exits_promptly_with_long_poll_in_flight() {
         ),
     );
     let mut p = Proc::spawn(&config, &[]);
-    let (tokens, _) = p.addrs().await;
+    let (tokens, probes) = p.addrs().await;
     let http = client();
     let version = Arc::new(Mutex::new(0u64));
     eventually("a token", Duration::from_secs(10), || {
@@ -298,15 +311,53 @@ async fn sigterm_exits_promptly_with_long_poll_in_flight() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!poll.is_finished(), "the long-poll is in flight");
-    let t0 = Instant::now();
+    let ready = |http: reqwest::Client| async move {
+        http.get(format!("http://{probes}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready(http.clone()).await, 200, "ready once polled");
     p.sigterm();
-    let code = p.wait(Duration::from_secs(2)).await;
-    assert_eq!(code, 0, "{}", p.log());
-    assert!(t0.elapsed() < Duration::from_secs(2));
-    // The long-poll got an answer or a closed connection, not a hang.
-    let _ = tokio::time::timeout(Duration::from_secs(1), poll)
+    let r = tokio::time::timeout(Duration::from_secs(1), poll)
         .await
-        .expect("the long-poll ended");
+        .expect("the long-poll is answered at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(ready(http.clone()).await, 503, "unready once stopping");
+    // A client that keeps polling keeps the sidecar serving.
+    let polling_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < polling_until {
+        let t = Instant::now();
+        let r = http
+            .get(format!(
+                "http://{tokens}/v1/tokens?after={version}&wait_ms=60000"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(t.elapsed() < Duration::from_secs(1), "polls are cut short");
+        let snap: serde_json::Value = http
+            .get(format!("http://{tokens}/v1/tokens"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!snap["tenants"]["acme"].is_null(), "tokens still served");
+    }
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "still running while polled"
+    );
+    let t0 = Instant::now();
+    let code = p.wait(Duration::from_secs(3)).await;
+    assert_eq!(code, 0, "{}", p.log());
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
 
 /// With RUST_LOG=debug through successes, failures whose bodies carry
@@ -385,13 +436,16 @@ tenants:
     );
     let (tokens, probes) = p.addrs().await;
     let http = client();
-    eventually("ready", Duration::from_secs(15), || {
+    eventually("every tenant valid", Duration::from_secs(15), || {
         let http = http.clone();
         async move {
-            http.get(format!("http://{probes}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+            let Ok(r) = http.get(format!("http://{probes}/status")).send().await else {
+                return false;
+            };
+            let status: serde_json::Value = r.json().await.unwrap_or_default();
+            status["tenants"]
+                .as_object()
+                .is_some_and(|t| t.values().all(|t| t["state"] == "valid"))
         }
     })
     .await;

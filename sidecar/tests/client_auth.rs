@@ -33,6 +33,9 @@ fn ec_key() -> (String, String) {
     )
 }
 
+/// The default `refresh.clock_skew`, in seconds.
+const SKEW: u64 = 30;
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -74,9 +77,29 @@ fn verify(
         exp <= now + max_lifetime + 1,
         "exp {exp} is more than {max_lifetime}s ahead of now {now}"
     );
-    if let Some(iat) = claims["iat"].as_u64() {
-        assert!(exp - iat <= max_lifetime, "exp - iat > {max_lifetime}");
-    }
+    // Clock skew (refresh.clock_skew, 30 s by default): an auth server whose
+    // clock is up to 30 s behind ours accepts the assertion (iat and nbf
+    // are not in its future), and one up to 30 s ahead too (exp is not in
+    // its past).
+    let iat = claims["iat"].as_u64().expect("iat");
+    let nbf = claims["nbf"].as_u64().expect("nbf");
+    let behind = now - SKEW;
+    assert!(
+        iat <= behind && nbf <= behind,
+        "iat {iat} / nbf {nbf} after {behind}"
+    );
+    assert!(
+        iat + SKEW + 2 >= now,
+        "iat {iat} backdated by more than the skew"
+    );
+    assert!(
+        exp > now + SKEW,
+        "exp {exp} is not past a clock {SKEW}s ahead"
+    );
+    assert!(
+        exp - iat <= max_lifetime + SKEW,
+        "exp - iat > {max_lifetime} + {SKEW}"
+    );
     assert!(
         claims["jti"].as_str().is_some_and(|j| j.len() >= 16),
         "jti missing or short: {claims}"
@@ -230,8 +253,10 @@ async fn private_key_jwt(alg_name: &str, alg: Algorithm, (private, public): (Str
 }
 
 /// private_key_jwt with RS256: alg, kid, iss = sub = client_id, aud = token
-/// URL, a fresh jti per fetch and exp within the 60 s lifetime, verified
-/// against the public key by `jsonwebtoken`.
+/// URL, a fresh jti per fetch, exp within the 60 s lifetime and iat/nbf
+/// backdated by the 30 s clock skew (so an auth server whose clock is 30 s
+/// off either way accepts it), verified against the public key by
+/// `jsonwebtoken`.
 #[tokio::test]
 async fn private_key_jwt_rs256_verifies_independently() {
     private_key_jwt("RS256", Algorithm::RS256, rsa_key()).await;
@@ -262,7 +287,7 @@ async fn jwt_bearer_grant_sends_signed_assertion() {
       type: jwt_bearer
       issuer: delta-issuer
       subject: service-account-7
-      key: {{alg: ES256, kid: grant-key, file: {key_file}, lifetime: 30s}}
+      key: {{alg: ES256, kid: grant-key, file: {key_file}, lifetime: 45s}}
 ",
         url = fake.url
     ))
@@ -282,7 +307,7 @@ async fn jwt_bearer_grant_sends_signed_assertion() {
         "delta-issuer",
         "service-account-7",
         &fake.url,
-        30,
+        45,
     );
     assert_eq!(kid.as_deref(), Some("grant-key"));
     sc.stop().await;

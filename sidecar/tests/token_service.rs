@@ -134,8 +134,18 @@ async fn invalid_client_is_retried_slowly() {
         Some(1.0)
     );
     assert!(sc.entry("acme").await.is_null());
-    assert_eq!(sc.status("/readyz").await, 503);
+    // The pod stays ready: this tenant's requests get 503 JSON from the
+    // filter, other tenants' go through.
+    assert_eq!(sc.status("/readyz").await, 200);
     assert_eq!(sc.status("/livez").await, 200);
+    let st = sc.health().await;
+    assert_eq!(
+        st["tenants"]["acme"],
+        serde_json::json!({
+            "state": "failing", "expires_at_ms": null, "last_error": "invalid_client",
+            "consecutive_failures": 1, "fetches": {"success": 0, "failure": 1}
+        })
+    );
     sc.assert_alive();
     sc.stop().await;
 }
@@ -258,7 +268,7 @@ async fn expired_token_is_never_served() {
     fake.push([Behave::issue(2)]);
     let sc = Running::start(&one_tenant(
         &fake,
-        "  expiry_margin: 500ms\n  backoff_initial: 100ms\n  backoff_max: 200ms",
+        "  expiry_margin: 500ms\n  min_lifetime: 1s\n  backoff_initial: 100ms\n  backoff_max: 200ms",
     ))
     .await;
     sc.wait_token("acme").await;
@@ -286,7 +296,8 @@ async fn expired_token_is_never_served() {
         went_null_at < real_expiry,
         "still served at the real expiry"
     );
-    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(sc.status("/readyz").await, 200, "no token is not unready");
+    assert_eq!(sc.health().await["tenants"]["acme"]["state"], "failing");
     let m = sc.metrics().await;
     assert_eq!(
         metric(&m, "authproxy_token_valid", "tenant=\"acme\""),
@@ -297,9 +308,9 @@ async fn expired_token_is_never_served() {
 }
 
 /// Upstream 401 feedback: a burst of 20 reports for the current token
-/// causes exactly one refresh; a report for the new token within
-/// rejection_min_interval none; a stale version never; the current one
-/// after the interval one more. Unknown tenants get 404, bad queries 400.
+/// causes exactly one refresh; reports for the new token within
+/// rejection_min_interval one more, at the window's end; a stale version
+/// never. Unknown tenants get 404, bad queries 400.
 #[tokio::test]
 async fn rejection_feedback_is_single_flight_and_rate_limited() {
     let fake = FakeAuth::start(Behave::issue(3600)).await;
@@ -319,19 +330,29 @@ async fn rejection_feedback_is_single_flight_and_rate_limited() {
     let v2 = sc.wait_new_token("acme", v1).await["version"]
         .as_u64()
         .unwrap();
-    // The current token, again, inside the interval: rate-limited.
-    assert_eq!(sc.reject("acme", v2).await, 202);
+    // The new token, rejected too, inside the interval: deferred to the
+    // window's end (2 s after the first forced refresh), not dropped; its
+    // re-reports add nothing.
+    for _ in 0..5 {
+        assert_eq!(sc.reject("acme", v2).await, 202);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fake.count(), 2, "a burst of 20 must refresh once");
-    // After the interval, a stale version still does nothing...
-    tokio::time::sleep(Duration::from_secs(2).saturating_sub(forced_at.elapsed())).await;
+    let v3 = sc.wait_new_token("acme", v2).await["version"]
+        .as_u64()
+        .unwrap();
+    let waited = forced_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "deferred refresh after {waited:?}"
+    );
+    assert_eq!(fake.count(), 3, "re-reports of one version refresh once");
+    // A stale version does nothing.
     assert_eq!(sc.reject("acme", v1).await, 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(fake.count(), 2, "a stale version must not refresh");
-    // ...and the current one refreshes.
     assert_eq!(sc.reject("acme", v2).await, 202);
-    sc.wait_new_token("acme", v2).await;
-    assert_eq!(fake.count(), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(), 3, "a stale version must not refresh");
+    let _ = v3;
     let m = sc.metrics().await;
     assert_eq!(
         metric(&m, "authproxy_forced_refreshes_total", "tenant=\"acme\""),
@@ -367,9 +388,11 @@ async fn rejection_feedback_is_single_flight_and_rate_limited() {
     sc.stop().await;
 }
 
-/// /livez is always 200; /readyz is 503 until every required tenant holds a
-/// token, and a failing optional tenant does not block it; /metrics has
-/// every per-tenant family for every tenant.
+/// /livez is always 200; /readyz is 503 until a client has received a
+/// snapshot and, for a tenant that opted in with `required: true`, until it
+/// holds a token; a failing tenant without the opt-in does not block it;
+/// /status shows each tenant's health and /metrics every per-tenant family
+/// for every tenant.
 #[tokio::test]
 async fn probes_and_metrics() {
     let required = FakeAuth::start(Behave::text(503, "text/plain", "down")).await;
@@ -380,11 +403,11 @@ async fn probes_and_metrics() {
     token_url: {r}
     client_id: main
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
+    required: true
   extra:
     token_url: {o}
     client_id: extra
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
-    required: false
 ",
         r = required.url,
         o = optional.url,
@@ -396,8 +419,21 @@ async fn probes_and_metrics() {
         required.count() >= 2
     })
     .await;
-    assert_eq!(sc.status("/readyz").await, 503);
+    assert_eq!(
+        sc.status("/readyz").await,
+        503,
+        "no snapshot handed out yet"
+    );
+    sc.snapshot().await;
+    assert_eq!(
+        sc.status("/readyz").await,
+        503,
+        "required tenant has no token"
+    );
     assert_eq!(sc.status("/livez").await, 200);
+    let st = sc.health().await;
+    assert_eq!(st["tenants"]["main"]["state"], "failing");
+    assert_eq!(st["tenants"]["main"]["last_error"], "http_5xx");
     required.set_default(Behave::issue(3600));
     eventually(
         "ready once the required tenant has a token",
@@ -407,6 +443,23 @@ async fn probes_and_metrics() {
     .await;
     assert!(sc.entry("extra").await.is_null());
     assert!(optional.count() >= 2);
+    let st = sc.health().await;
+    let main = &st["tenants"]["main"];
+    assert_eq!(main["state"], "valid");
+    assert_eq!(main["last_error"], serde_json::Value::Null);
+    assert_eq!(main["consecutive_failures"], 0);
+    assert_eq!(main["fetches"]["success"], 1);
+    assert!(main["fetches"]["failure"].as_u64().unwrap() >= 2);
+    let until = main["expires_at_ms"].as_u64().unwrap();
+    assert_eq!(
+        Some(until),
+        sc.entry("main").await["expires_at_ms"].as_u64()
+    );
+    assert_eq!(st["tenants"]["extra"]["state"], "failing");
+    assert!(
+        !st.to_string().contains(&fake_token_prefix(&required)),
+        "no token in /status"
+    );
 
     let m = sc.metrics().await;
     for family in [
@@ -416,6 +469,8 @@ async fn probes_and_metrics() {
         "authproxy_token_last_success_timestamp_seconds",
         "authproxy_upstream_rejections_total",
         "authproxy_forced_refreshes_total",
+        "authproxy_token_state",
+        "authproxy_token_lifetime_seconds",
     ] {
         assert!(
             m.contains(&format!("# TYPE {family} ")),
@@ -463,5 +518,132 @@ async fn probes_and_metrics() {
         .unwrap()
             >= 2.0
     );
+    sc.stop().await;
+}
+
+/// The prefix of every token `fake` issues.
+fn fake_token_prefix(fake: &FakeAuth) -> String {
+    let t = fake.tokens().pop().expect("a token");
+    t.rsplit_once('-').map(|(p, _)| p.to_string()).unwrap_or(t)
+}
+
+/// A token endpoint that redirects (307, which would re-send the POST with
+/// the client secret) is not followed: the redirect target receives
+/// nothing, and the failure is `redirect`, retried slowly like a refused
+/// credential.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let target = FakeAuth::start(Behave::issue(3600)).await;
+    let origin = FakeAuth::start(Behave::Redirect {
+        status: 307,
+        location: target.url.clone(),
+    })
+    .await;
+    let sc = Running::start(&one_tenant(&origin, FAST)).await;
+    eventually("the redirect answered", Duration::from_secs(5), || async {
+        sc.health().await["tenants"]["acme"]["last_error"] == "redirect"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.count(), 0, "the redirect target received a request");
+    assert_eq!(
+        origin.count(),
+        1,
+        "a redirect is retried slowly (permanent)"
+    );
+    assert!(sc.entry("acme").await.is_null());
+    let m = sc.metrics().await;
+    assert_eq!(fetches(&m, "acme", "failure", "redirect"), 1.0, "{m}");
+    sc.stop().await;
+}
+
+/// `expires_in` 0, 0.001, ten years, missing and a numeric string all give
+/// a token and a bounded schedule: lifetimes are clamped to [10 s, 24 h]
+/// (the metric and the lifetime gauge say so), a zero or tiny lifetime is
+/// never served past itself, and nothing is refetched in a storm.
+#[tokio::test]
+async fn odd_expires_in_values_are_handled() {
+    use serde_json::json;
+    // (expires_in, clamp bound, lifetime used, served)
+    let cases = [
+        (json!(0), Some("floor"), 10.0, false),
+        (json!(0.001), Some("floor"), 10.0, false),
+        (json!(315_360_000), Some("ceiling"), 86400.0, true),
+        (json!("3600"), None, 3600.0, true),
+        (serde_json::Value::Null, None, 300.0, true), // default_lifetime
+    ];
+    for (expires_in, bound, lifetime, served) in cases {
+        let fake = FakeAuth::start(Behave::ExpiresIn(expires_in.clone())).await;
+        let sc = Running::start(&one_tenant(&fake, FAST)).await;
+        eventually("a fetch", Duration::from_secs(5), || async {
+            fake.tokens().len() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = sc.metrics().await;
+        assert_eq!(
+            metric(&m, "authproxy_token_lifetime_seconds", "tenant=\"acme\""),
+            Some(lifetime),
+            "{expires_in}"
+        );
+        for b in ["floor", "ceiling"] {
+            let n = metric(
+                &m,
+                "authproxy_token_lifetime_clamped_total",
+                &format!("tenant=\"acme\",bound=\"{b}\""),
+            );
+            assert_eq!(
+                n,
+                Some(f64::from(u8::from(bound == Some(b)))),
+                "{expires_in} {b}"
+            );
+        }
+        assert_eq!(!sc.entry("acme").await.is_null(), served, "{expires_in}");
+        assert_eq!(fake.count(), 1, "{expires_in}: no refetch storm");
+        sc.stop().await;
+    }
+}
+
+/// 1000 tenants against one slow (50 ms) token server: never more than
+/// `max_concurrent_fetches` (16) requests at once, the queue shows in the
+/// metrics, and every tenant gets its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded_at_1000_tenants() {
+    let fake = FakeAuth::start(Behave::IssueAfter {
+        expires_in: 3600,
+        delay_ms: 50,
+    })
+    .await;
+    let mut yaml = format!("{LISTEN}tenants:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!(
+            "  t{i}:\n    token_url: {url}\n    client_id: c{i}\n    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}\n",
+            url = fake.url,
+            secret = SECRET_FILE
+        ));
+    }
+    let sc = Running::start(&yaml).await;
+    let started = Instant::now();
+    let mut max_queued = 0.0f64;
+    while fake.tokens().len() < 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "tokens: {}",
+            fake.tokens().len()
+        );
+        let m = sc.metrics().await;
+        max_queued =
+            max_queued.max(metric(&m, "authproxy_token_requests_queued", "").unwrap_or(0.0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("1000 tokens after {:?}", started.elapsed());
+    assert_eq!(fake.count(), 1000, "one request per tenant");
+    let peak = fake.peak_in_flight();
+    assert!(peak <= 16, "{peak} token requests at once");
+    assert!(peak >= 8, "the bound is used, not serialized: peak {peak}");
+    let m = sc.metrics().await;
+    let reported = metric(&m, "authproxy_token_requests_in_flight_peak", "").unwrap();
+    assert!((8.0..=16.0).contains(&reported), "{reported}");
+    assert!(max_queued > 0.0, "the queue depth was never seen above 0");
     sc.stop().await;
 }

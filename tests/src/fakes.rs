@@ -97,6 +97,8 @@ pub struct Issue {
 #[derive(Default)]
 struct AuthState {
     mode: Option<Mode>,
+    /// Per-tenant modes that take precedence over `mode`.
+    tenant_modes: std::collections::HashMap<String, Mode>,
     issued: Vec<Issue>,
     requests: usize,
     forms: Vec<Vec<(String, String)>>,
@@ -131,6 +133,16 @@ impl FakeAuth {
 
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// What the token endpoint does for `tenant` only (e.g. refuse its
+    /// secret), whatever the global mode.
+    pub fn set_tenant_mode(&self, tenant: &str, mode: Mode) {
+        self.state
+            .lock()
+            .unwrap()
+            .tenant_modes
+            .insert(tenant.to_string(), mode);
     }
 
     /// Every token issued so far, in order.
@@ -183,7 +195,11 @@ async fn token(
         let mut s = state.lock().unwrap();
         s.requests += 1;
         s.forms.push(form);
-        s.mode.clone().unwrap_or(Mode::Hang)
+        s.tenant_modes
+            .get(&tenant)
+            .cloned()
+            .or_else(|| s.mode.clone())
+            .unwrap_or(Mode::Hang)
     };
     match mode {
         Mode::Issue { lifetime } => {

@@ -13,7 +13,7 @@ async fn nothing_sensitive_is_logged() {
     let stack = Stack::builder()
         .tenants(&["acme", "globex"])
         .token_lifetime_secs(2)
-        .sidecar_yaml("refresh:\n  expiry_margin: 200ms\n  rejection_min_interval: 100ms\n  backoff_initial: 50ms\n  backoff_max: 200ms\n")
+        .sidecar_yaml("refresh:\n  min_lifetime: 1s\n  expiry_margin: 200ms\n  rejection_min_interval: 100ms\n  backoff_initial: 50ms\n  backoff_max: 200ms\n")
         .start()
         .await;
     stack.wait_for_token("acme").await;

@@ -13,11 +13,12 @@ async fn json(r: reqwest::Response) -> Value {
 /// A rotated token is in use within 100 ms of the auth server issuing it.
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_within_100ms() {
-    // 2 s tokens: the sidecar refreshes at 50% ± 10% of the lifetime.
+    // 2 s tokens (below the 10 s default floor, so the floor is lowered):
+    // the sidecar refreshes at 50% ± 10% of the lifetime.
     let stack = Stack::builder()
         .tenants(&["acme"])
         .token_lifetime_secs(2)
-        .sidecar_yaml("refresh:\n  expiry_margin: 200ms\n")
+        .sidecar_yaml("refresh:\n  min_lifetime: 1s\n  expiry_margin: 200ms\n")
         .start()
         .await;
     stack.wait_for_token("acme").await;

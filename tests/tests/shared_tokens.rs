@@ -17,7 +17,7 @@ const TENANTS: [&str; 2] = ["acme", "globex"];
 /// token requests, a 2 s lock, quick backoff.
 fn yaml(redis: &RedisServer, mode: &str) -> String {
     format!(
-        "refresh:\n  expiry_margin: 1s\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 250ms\n",
+        "refresh:\n  expiry_margin: 1s\n  min_lifetime: 1s\n  max_fetches_per_minute: 600\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 250ms\n",
         redis.url()
     )
 }
@@ -497,6 +497,15 @@ async fn ready_without_redis_in_best_effort() {
     let auth = FakeAuth::start(60).await;
     let sidecar = &replicas(&auth, &yaml(&redis, "best_effort"), 1).await[0];
     let http = reqwest::Client::new();
+    // The token API serves both tokens (this also counts as Envoy's poll).
+    let t = Timeline::follow(sidecar);
+    eventually(Duration::from_secs(10), "both tokens served", || async {
+        TENANTS
+            .iter()
+            .all(|tenant| t.current(tenant).is_some())
+            .then_some(())
+    })
+    .await;
     eventually(Duration::from_secs(10), "/readyz 200", || async {
         let r = http
             .get(format!("{}/readyz", sidecar.probes_url()))

@@ -34,8 +34,17 @@ fn defaults() {
     assert_eq!(c.listen.probes.to_string(), "0.0.0.0:15021");
     assert_eq!(c.refresh.fraction, 0.5);
     assert_eq!(c.refresh.expiry_margin, Duration::from_secs(30));
+    assert_eq!(c.refresh.min_lifetime, Duration::from_secs(10));
+    assert_eq!(c.refresh.max_lifetime, Duration::from_secs(86400));
+    assert_eq!(c.refresh.max_concurrent_fetches, 16);
+    assert_eq!(c.refresh.clock_skew, Duration::from_secs(30));
+    assert_eq!(c.shutdown.envoy_admin, None);
     let t = c.tenant("acme").unwrap();
-    assert!(t.required);
+    assert!(
+        !t.required,
+        "a tenant without a token does not make the pod unready by default"
+    );
+    assert!(!t.allow_http);
     assert!(matches!(t.grant, Grant::ClientCredentials));
     assert!(matches!(t.auth, ClientAuth::SecretPost(_)));
 }
@@ -49,7 +58,7 @@ fn env_overrides() {
             ("AUTHPROXY__LISTEN__TOKENS", "127.0.0.1:0"),
             ("AUTHPROXY__REFRESH__FRACTION", "0.6"),
             ("AUTHPROXY__TENANTS__ACME__CLIENT_ID", "acme-2"),
-            ("AUTHPROXY__TENANTS__ACME__REQUIRED", "false"),
+            ("AUTHPROXY__TENANTS__ACME__REQUIRED", "true"),
             ("UNRELATED", "x"),
         ],
     )
@@ -58,7 +67,7 @@ fn env_overrides() {
     assert_eq!(c.refresh.fraction, 0.6);
     let t = c.tenant("acme").unwrap();
     assert_eq!(t.client_id, "acme-2");
-    assert!(!t.required);
+    assert!(t.required);
 }
 
 /// Every problem names its key.
@@ -135,6 +144,39 @@ fn errors_name_the_key() {
             )],
             "tenants.acme.extra_headers.authorization",
         ),
+        (
+            MINIMAL,
+            &[(
+                "AUTHPROXY__TENANTS__ACME__TOKEN_URL",
+                "http://auth.example.com/token",
+            )],
+            "tenants.acme.token_url",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__MIN_LIFETIME", "500ms")],
+            "refresh.min_lifetime",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__MAX_LIFETIME", "9s")],
+            "refresh.max_lifetime",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__REFRESH__MAX_CONCURRENT_FETCHES", "0")],
+            "refresh.max_concurrent_fetches",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__SHUTDOWN__ENVOY_ADMIN", "10.0.0.1:9901")],
+            "shutdown.envoy_admin",
+        ),
+        (
+            MINIMAL,
+            &[("AUTHPROXY__SHUTDOWN__IDLE", "0s")],
+            "shutdown.idle",
+        ),
         ("tenants: {}", &[], "tenants"),
         ("bogus: 1\n", &[], "bogus"),
         ("listen: {tokens: 1}\n", &[], "listen.tokens"),
@@ -144,6 +186,29 @@ fn errors_name_the_key() {
     for (yaml, env, key) in cases {
         let e = err(yaml, env);
         assert!(e.contains(key), "{env:?}: {e:?} should name {key}");
+    }
+}
+
+/// Plain http is refused unless the host is loopback or the tenant says
+/// `allow_http: true`.
+#[test]
+fn http_token_urls() {
+    for (url, allow, ok) in [
+        ("http://auth.example.com/token", "false", false),
+        ("http://auth.example.com/token", "true", true),
+        ("http://127.0.0.1:8080/token", "false", true),
+        ("http://[::1]:8080/token", "false", true),
+        ("http://localhost:8080/token", "false", true),
+        ("https://auth.example.com/token", "false", true),
+    ] {
+        let r = load(
+            MINIMAL,
+            &[
+                ("AUTHPROXY__TENANTS__ACME__TOKEN_URL", url),
+                ("AUTHPROXY__TENANTS__ACME__ALLOW_HTTP", allow),
+            ],
+        );
+        assert_eq!(r.is_ok(), ok, "{url} allow_http={allow}: {r:?}");
     }
 }
 

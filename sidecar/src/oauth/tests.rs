@@ -164,7 +164,7 @@ fn retry_after_is_kept() {
 /// parameters are always sent.
 #[test]
 fn client_authentication() {
-    let req = TokenRequest::build(&basic()).unwrap();
+    let req = TokenRequest::build(&basic(), Duration::from_secs(30)).unwrap();
     let (id, secret) = req.basic.as_ref().unwrap();
     assert_eq!(id, "acme client");
     assert_eq!(secret.expose(), "p@ss word");
@@ -180,7 +180,7 @@ fn client_authentication() {
 
     let post =
         tenant("{ method: client_secret_post, secret: { env: AUTHPROXY_OAUTH_TEST_SECRET } }");
-    let req = TokenRequest::build(&post).unwrap();
+    let req = TokenRequest::build(&post, Duration::from_secs(30)).unwrap();
     assert!(req.basic.is_none());
     assert!(req.form.contains(&("client_id", "acme client".into())));
     assert!(req.form.contains(&("client_secret", "p@ss word".into())));
@@ -189,6 +189,6 @@ fn client_authentication() {
 /// The request's Debug output never shows the secret.
 #[test]
 fn request_debug_redacts_basic_secret() {
-    let req = TokenRequest::build(&basic()).unwrap();
+    let req = TokenRequest::build(&basic(), Duration::from_secs(30)).unwrap();
     assert!(!format!("{:?}", req.basic).contains("p@ss"));
 }

@@ -38,47 +38,6 @@ fn token(secs: u64) -> IssuedToken {
     }
 }
 
-/// With no jitter, refresh at the fraction; the margin is capped at a quarter
-/// of a short lifetime; jitter moves the refresh within ±jitter.
-#[test]
-fn plan_schedule() {
-    let p = RefreshPolicy {
-        jitter: 0.0,
-        ..policy()
-    };
-    let plan1 = plan(&p, Duration::from_secs(3600), 0.7);
-    assert_eq!(plan1.refresh_after, Duration::from_secs(1800));
-    assert_eq!(plan1.serve_for, Duration::from_secs(3570));
-    let short = plan(&p, Duration::from_secs(4), 0.0);
-    assert_eq!(short.serve_for, Duration::from_secs(3));
-    assert_eq!(short.refresh_after, Duration::from_secs(2));
-    let p = policy();
-    let lo = plan(&p, Duration::from_secs(1000), -1.0).refresh_after;
-    let hi = plan(&p, Duration::from_secs(1000), 1.0).refresh_after;
-    assert_eq!((lo.as_secs(), hi.as_secs()), (400, 600));
-}
-
-/// Transient failures back off exponentially to the ceiling, jittered to
-/// 50–100%; Retry-After is a floor; permanent failures wait long.
-#[test]
-fn backoff_schedule() {
-    let p = policy();
-    let full: Vec<u64> = (1..=8)
-        .map(|n| backoff(&p, n, &transient("network"), 1.0).as_secs())
-        .collect();
-    assert_eq!(full, [1, 2, 4, 8, 16, 32, 60, 60]);
-    let half = backoff(&p, 3, &transient("network"), 0.0);
-    assert_eq!(half, Duration::from_secs(2));
-    let mut e = transient("rate_limited");
-    e.retry_after = Some(Duration::from_secs(45));
-    assert_eq!(backoff(&p, 1, &e, 0.0), Duration::from_secs(45));
-    let slow = backoff(&p, 1, &permanent(), 0.5);
-    assert_eq!(slow, Duration::from_secs(300));
-    assert!(backoff(&p, 1, &permanent(), 0.0) >= Duration::from_secs(270));
-    // Huge failure counts don't overflow.
-    assert_eq!(backoff(&p, u32::MAX, &transient("x"), 1.0), p.backoff_max);
-}
-
 /// Plays back scripted results and records when each fetch started.
 #[derive(Default)]
 struct Script {
@@ -125,9 +84,11 @@ impl Harness {
                 tenant: Arc::new(config.tenants[0].clone()),
                 policy: Arc::new(policy),
                 fetcher: script.clone(),
+                limiter: Arc::new(Limiter::new(16, Arc::default())),
                 store: store.clone(),
                 metrics: Arc::default(),
                 rejections: rx,
+                first_fetch: Instant::now(),
                 shared: None,
             }
             .run(),
@@ -215,7 +176,7 @@ async fn permanent_errors_retry_slowly() {
 }
 
 /// During an outage the last token is served until its expiry less the
-/// margin, and never after.
+/// margin (capped at a quarter of the lifetime), and never after.
 #[tokio::test(start_paused = true)]
 async fn serves_last_token_until_expiry() {
     // 100 s token: margin 30 s capped at 25 s, so served for 75 s.
@@ -227,8 +188,9 @@ async fn serves_last_token_until_expiry() {
     assert!(h.calls().len() > 3, "kept retrying: {:?}", h.calls());
 }
 
-/// An upstream 401 for the current token refreshes at once; more reports
-/// within the rate limit, or for a stale version, do nothing.
+/// An upstream 401 for the current token refreshes at once; a report for the
+/// replacement within the rate limit is deferred to the window's end (not
+/// dropped), its re-reports and stale versions add nothing.
 #[tokio::test(start_paused = true)]
 async fn rejection_refreshes_once() {
     let h = Harness::start(
@@ -243,11 +205,40 @@ async fn rejection_refreshes_once() {
     let (_, v2) = h.token().unwrap();
     assert_ne!(v1, v2);
     h.reports.send(v1).await.unwrap(); // stale
-    h.reports.send(v2).await.unwrap(); // rate-limited (10 s)
-    at(&h, 5.0).await;
-    assert_eq!(h.calls().len(), 2);
-    at(&h, 12.0).await;
-    h.reports.send(v2).await.unwrap();
-    at(&h, 12.5).await;
-    assert_eq!(h.calls().len(), 3, "allowed again after the interval");
+    h.reports.send(v2).await.unwrap(); // inside the 10 s window: deferred
+    h.reports.send(v2).await.unwrap(); // the same version again: nothing more
+    at(&h, 10.9).await;
+    assert_eq!(h.calls().len(), 2, "not before the window's end");
+    at(&h, 11.1).await;
+    assert_eq!(
+        h.calls().len(),
+        3,
+        "the deferred refresh ran at the window's end"
+    );
+    let (_, v3) = h.token().unwrap();
+    assert_ne!(v3, v2);
+    at(&h, 30.0).await;
+    assert_eq!(h.calls().len(), 3, "one refresh per report, no more");
+}
+
+/// expires_in 0.001 is clamped to the 10 s floor: the tenant is refreshed
+/// every 4–6 s, not in a storm; the token itself is never served past its
+/// real (1 ms) lifetime.
+#[tokio::test(start_paused = true)]
+async fn tiny_lifetimes_cause_no_storm() {
+    let tiny = IssuedToken {
+        access_token: Secret::new("tiny".into()),
+        lifetime: Duration::from_millis(1),
+        defaulted_lifetime: false,
+    };
+    let h = Harness::start(policy(), vec![Ok(tiny.clone()); 100]);
+    at(&h, 60.0).await;
+    let n = h.calls().len();
+    assert!(
+        (10..=16).contains(&n),
+        "{n} fetches in 60 s: {:?}",
+        h.calls()
+    );
+    at(&h, 60.5).await;
+    assert!(h.token().is_none(), "never served past its real lifetime");
 }

@@ -36,6 +36,12 @@ pub enum Behave {
     },
     /// Never answer.
     Hang,
+    /// A token, after a delay (to measure concurrency).
+    IssueAfter { expires_in: u64, delay_ms: u64 },
+    /// A redirect to `location`.
+    Redirect { status: u16, location: String },
+    /// 200 with this raw JSON value as `expires_in`.
+    ExpiresIn(serde_json::Value),
 }
 
 impl Behave {
@@ -104,6 +110,8 @@ struct FakeState {
     seen: Vec<Seen>,
     issued: u64,
     prefix: String,
+    in_flight: u64,
+    peak: u64,
 }
 
 /// A scriptable fake token endpoint at `{url}`.
@@ -161,6 +169,11 @@ impl FakeAuth {
         self.seen().into_iter().filter_map(|s| s.token).collect()
     }
 
+    /// The most requests this server ever had in progress at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.state.lock().unwrap().peak
+    }
+
     /// The last request that got a token.
     pub fn last_issue(&self) -> Option<Seen> {
         self.seen().into_iter().rev().find(|s| s.token.is_some())
@@ -182,6 +195,8 @@ async fn token(
             .pop_front()
             .or_else(|| s.default.clone())
             .expect("a behaviour");
+        s.in_flight += 1;
+        s.peak = s.peak.max(s.in_flight);
         s.seen.push(Seen {
             headers,
             form,
@@ -193,11 +208,45 @@ async fn token(
         });
         (behave, s.seen.len() - 1)
     };
+    let issue = |expires_in: Option<serde_json::Value>| {
+        let token = {
+            let mut s = state.lock().unwrap();
+            s.issued += 1;
+            format!("{}-{}", s.prefix, s.issued)
+        };
+        let mut body = serde_json::json!({"access_token": token, "token_type": "Bearer"});
+        if let Some(e) = expires_in {
+            body["expires_in"] = e;
+        }
+        (
+            200,
+            Some(token),
+            (StatusCode::OK, axum::Json(body)).into_response(),
+        )
+    };
     let (status, token, response) = match behave {
         Behave::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Behave::IssueAfter {
+            expires_in,
+            delay_ms,
+        } => {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            issue(Some(expires_in.into()))
+        }
+        Behave::ExpiresIn(v) => issue(Some(v)),
+        Behave::Redirect { status, location } => (
+            status,
+            None,
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [("location", location)],
+                "",
+            )
+                .into_response(),
+        ),
         Behave::Issue { expires_in } => {
             let token = {
                 let mut s = state.lock().unwrap();
@@ -234,6 +283,7 @@ async fn token(
         }
     };
     let mut s = state.lock().unwrap();
+    s.in_flight -= 1;
     let seen = &mut s.seen[index];
     seen.status = status;
     seen.token = token;
@@ -346,6 +396,18 @@ impl Running {
             .expect("metrics body")
     }
 
+    /// `GET /status` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        client()
+            .get(self.probes_url("/status"))
+            .send()
+            .await
+            .expect("GET /status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
     pub async fn status(&self, path: &str) -> u16 {
         client()
             .get(self.probes_url(path))
@@ -383,8 +445,13 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text body.
+/// (An empty `labels` matches the sample without labels.)
 pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let key = format!("{name}{{{labels}}} ");
+    let key = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
     text.lines()
         .find_map(|l| l.strip_prefix(&key))
         .map(|v| v.trim().parse().expect("metric value"))
