@@ -497,6 +497,15 @@ async fn ready_without_redis_in_best_effort() {
     let auth = FakeAuth::start(60).await;
     let sidecar = &replicas(&auth, &yaml(&redis, "best_effort"), 1).await[0];
     let http = reqwest::Client::new();
+    // The token API serves both tokens (this also counts as Envoy's poll).
+    let t = Timeline::follow(sidecar);
+    eventually(Duration::from_secs(10), "both tokens served", || async {
+        TENANTS
+            .iter()
+            .all(|tenant| t.current(tenant).is_some())
+            .then_some(())
+    })
+    .await;
     eventually(Duration::from_secs(10), "/readyz 200", || async {
         let r = http
             .get(format!("{}/readyz", sidecar.probes_url()))
