@@ -17,7 +17,7 @@ const TENANTS: [&str; 2] = ["acme", "globex"];
 /// token requests, a 2 s lock, quick backoff.
 fn yaml(redis: &RedisServer, mode: &str) -> String {
     format!(
-        "refresh:\n  expiry_margin: 1s\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 250ms\n",
+        "refresh:\n  expiry_margin: 1s\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 1s\n",
         redis.url()
     )
 }
@@ -403,7 +403,23 @@ async fn rejection_storm_fetches_once() {
         Some(versions)
     })
     .await;
-    assert_eq!(auth.issued_for("acme").len(), 1);
+    let mut counters = String::new();
+    for s in &sidecars {
+        let m = http
+            .get(format!("{}/metrics", s.probes_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        counters += &m
+            .lines()
+            .filter(|l| l.starts_with("authproxy_shared_"))
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    assert_eq!(auth.issued_for("acme").len(), 1, "{counters}");
     // Every replica reports its own version of the token, 5 times, at once.
     let mut storm = Vec::new();
     for (s, v) in sidecars.iter().zip(&versions) {
