@@ -1,202 +1,15 @@
 //! One token per tenant shared by every sidecar replica through a real
 //! `redis-server`: three real sidecar processes against one fake auth server
-//! that revokes a client's previous token on every issue.
+//! that revokes a client's previous token on every issue. (The adoption
+//! latency test is in `shared_latency.rs`, a binary of its own.)
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::fakes::{self, FakeAuth, Mode};
 use e2e::redis::RedisServer;
-use e2e::{eventually, Envoy, Sidecar};
+use e2e::shared::{counters, replicas, yaml, Timeline, TENANTS};
+use e2e::{eventually, Envoy};
 use tokio::time::Instant;
-
-const TENANTS: [&str; 2] = ["acme", "globex"];
-
-/// Sidecar YAML: 4 s tokens (refreshed every 1.6-2.4 s, served 3 s), 1 s
-/// token requests, a 2 s lock, quick backoff.
-fn yaml(redis: &RedisServer, mode: &str) -> String {
-    format!(
-        "refresh:\n  expiry_margin: 1s\n  request_timeout: 1s\n  backoff_initial: 100ms\n  backoff_max: 400ms\n  rejection_min_interval: 100ms\nshared:\n  url: {}\n  mode: {mode}\n  lock_ttl: 2s\n  timeout: 1s\n",
-        redis.url()
-    )
-}
-
-async fn replicas(auth: &FakeAuth, yaml: &str, n: usize) -> Vec<Sidecar> {
-    let tenants: Vec<String> = TENANTS.iter().map(|t| t.to_string()).collect();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(Sidecar::start(auth, &tenants, yaml).await);
-    }
-    out
-}
-
-/// One change a sidecar's long-poll answered: (when, tenant, token).
-type Served = (Instant, String, Option<String>);
-
-/// What one sidecar served, change by change.
-#[derive(Clone, Default)]
-struct Timeline(Arc<Mutex<Vec<Served>>>);
-
-impl Timeline {
-    /// Follows the sidecar's token API with long-polls, recording each change.
-    fn follow(sidecar: &Sidecar) -> Timeline {
-        let timeline = Timeline::default();
-        let url = sidecar.tokens_url();
-        let t = timeline.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut after = 0u64;
-            let mut last: HashMap<String, Option<String>> = HashMap::new();
-            loop {
-                let r = http
-                    .get(format!("{url}/v1/tokens?after={after}&wait_ms=20000"))
-                    .send()
-                    .await;
-                let Ok(r) = r else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                if r.status() != 200 {
-                    continue;
-                }
-                let at = Instant::now();
-                let Ok(v) = r.json::<serde_json::Value>().await else {
-                    continue;
-                };
-                after = v["version"].as_u64().unwrap_or(0);
-                for tenant in TENANTS {
-                    let token = v["tenants"][tenant]["header"]
-                        .as_str()
-                        .and_then(|h| h.strip_prefix("Bearer "))
-                        .map(str::to_string);
-                    if last.get(tenant) != Some(&token) {
-                        last.insert(tenant.to_string(), token.clone());
-                        t.0.lock().unwrap().push((at, tenant.to_string(), token));
-                    }
-                }
-            }
-        });
-        timeline
-    }
-
-    fn entries(&self) -> Vec<Served> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// When this sidecar first served `token`.
-    fn first_served(&self, token: &str) -> Option<Instant> {
-        self.entries()
-            .into_iter()
-            .find(|(_, _, t)| t.as_deref() == Some(token))
-            .map(|(at, _, _)| at)
-    }
-
-    /// The token it served last for `tenant`.
-    fn current(&self, tenant: &str) -> Option<String> {
-        self.entries()
-            .into_iter()
-            .rev()
-            .find(|(_, t, _)| t == tenant)
-            .and_then(|(_, _, token)| token)
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Over several refresh cycles the auth server issues one token per cycle
-/// per tenant (not one per replica), every issued token is served by all
-/// three replicas in issue order, and a replica serves a revoked token only
-/// for the adoption latency (reported; goal p99 ≤ 50 ms).
-#[tokio::test(flavor = "multi_thread")]
-async fn three_replicas_one_issue_per_cycle() {
-    let redis = RedisServer::start();
-    let auth = FakeAuth::start(4).await;
-    let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
-    let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
-    let start = Instant::now();
-    eventually(Duration::from_secs(30), "6 tokens per tenant", || async {
-        TENANTS
-            .iter()
-            .all(|t| auth.issued_for(t).len() >= 6)
-            .then_some(())
-    })
-    .await;
-    let elapsed = start.elapsed();
-    // Let the last adoption land.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut latencies = Vec::new();
-    for tenant in TENANTS {
-        let issued = auth.issued_for(tenant);
-        // A cycle is at least 40% of the 4 s life (refresh at 50% ± 10%).
-        let cycles = elapsed.as_secs_f64() / 1.6 + 1.0;
-        assert!(
-            (issued.len() as f64) <= cycles + 1.0,
-            "{tenant}: {} issues in {elapsed:?} is more than one per cycle",
-            issued.len()
-        );
-        for pair in issued.windows(2) {
-            let gap = pair[1].at.duration_since(pair[0].at);
-            assert!(
-                gap >= Duration::from_millis(1500),
-                "{tenant}: two issues {gap:?} apart: replicas fetched separately"
-            );
-        }
-        for (i, timeline) in timelines.iter().enumerate() {
-            let served: Vec<String> = timeline
-                .entries()
-                .into_iter()
-                .filter(|(_, t, _)| t == tenant)
-                .filter_map(|(_, _, token)| token)
-                .collect();
-            let issued_tokens: Vec<String> = issued.iter().map(|i| i.token.clone()).collect();
-            assert!(
-                issued_tokens.ends_with(&served)
-                    || served.ends_with(&issued_tokens)
-                    || served == issued_tokens,
-                "replica {i} {tenant}: served {served:?}, issued {issued_tokens:?}"
-            );
-            for issue in issued.iter().skip(1) {
-                let at = timeline
-                    .first_served(&issue.token)
-                    .unwrap_or_else(|| panic!("replica {i} never served {tenant}'s token"));
-                latencies.push(at.saturating_duration_since(issue.at));
-            }
-        }
-    }
-    latencies.sort();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies[latencies.len() - 1],
-    );
-    eprintln!(
-        "adoption latency over {} samples: p50 {p50:?} p99 {p99:?} max {max:?}",
-        latencies.len()
-    );
-    assert!(p99 <= Duration::from_millis(250), "adoption p99 {p99:?}");
-    let tokens: Vec<String> = auth.issued().into_iter().map(|i| i.token).collect();
-    for (i, s) in sidecars.iter().enumerate() {
-        let logs = s.output.text();
-        assert!(logs.contains("\"adopted\""), "replica {i} logs no adoption");
-        for t in &tokens {
-            assert!(!logs.contains(t.as_str()), "replica {i} logged a token");
-        }
-    }
-    for s in &sidecars {
-        let m = reqwest::get(format!("{}/metrics", s.probes_url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(m.contains("authproxy_shared_tokens_total{source=\"adopted\"}"));
-        assert!(m.contains("authproxy_shared_subscribed 1"), "{m}");
-    }
-}
 
 /// The lock holder is SIGKILLed mid-fetch: nobody else fetches until its
 /// lock runs out, then exactly one replica takes over and all serve its
@@ -403,23 +216,12 @@ async fn rejection_storm_fetches_once() {
         Some(versions)
     })
     .await;
-    let mut counters = String::new();
-    for s in &sidecars {
-        let m = http
-            .get(format!("{}/metrics", s.probes_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        counters += &m
-            .lines()
-            .filter(|l| l.starts_with("authproxy_shared_"))
-            .collect::<Vec<_>>()
-            .join(" ");
-    }
-    assert_eq!(auth.issued_for("acme").len(), 1, "{counters}");
+    assert_eq!(
+        auth.issued_for("acme").len(),
+        1,
+        "{}",
+        counters(&sidecars).await
+    );
     // Every replica reports its own version of the token, 5 times, at once.
     let mut storm = Vec::new();
     for (s, v) in sidecars.iter().zip(&versions) {
@@ -500,7 +302,12 @@ async fn envoy_replicas_inject_the_shared_token() {
     // One issue per cycle although three replicas serve.
     let issued = auth.issued_for("acme");
     for pair in issued.windows(2) {
-        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(1200));
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(1200),
+            "issues {gap:?} apart; {}",
+            counters(&sidecars).await
+        );
     }
 }
 
