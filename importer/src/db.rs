@@ -1,39 +1,95 @@
 //! The two databases behind one API: PostgreSQL through sqlx (streaming `COPY`) and the default
 //! embedded SQLite through rusqlite (multi-row prepared inserts).
 //!
-//! Both load a file the same way, inside one transaction:
+//! The load algorithm is written once, in [`load`], over the [`load::LoadTx`] trait; each
+//! database supplies only its parts (bulk write, staging, upsert, rejects):
 //! - the tenant's slice of the target table is empty: rows go straight into the target;
 //! - otherwise, or when the file repeats a natural key: rows go to a staging table, then one
-//!   upsert by `(tenant_id, natural key)` writes only the rows that differ. Within one file the
-//!   last occurrence of a key wins.
+//!   upsert by `(tenant_id, natural key…)` writes only the rows that differ. Within one file the
+//!   last occurrence of a key wins, on both databases.
+//!
+//! Bookkeeping (`import_runs`) lives here too: run start and end, live progress and the
+//! heartbeat that doubles as the run's lease, and the sweep that marks runs of dead owners
+//! `abandoned`.
 
+pub mod load;
 pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::parse::{Counts, ParseError};
-use crate::registry::{Registry, TypeDef};
-use crate::source::{Prepared, SourceError};
+use crate::record::RecordError;
+use crate::registry::Registry;
+use crate::source::SourceError;
 
-/// Where the data goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+pub use load::ParseJob;
+
+/// Where the data goes. `Debug` never shows a password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Postgres(String),
     Sqlite(PathBuf),
 }
 
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `url` with any password replaced by `***`, for every message that shows a URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        // No scheme separator: anything before an '@' may be a secret.
+        (None, Some(at)) => format!("***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 impl DatabaseUrl {
-    /// Accepts `postgres://…`, `postgresql://…`, `sqlite://PATH`, `sqlite:PATH`.
+    /// Accepts `postgres://…`, `postgresql://…`, `sqlite://PATH`, `sqlite:PATH`. A PostgreSQL
+    /// URL must ask for TLS (`sslmode=require`, `verify-ca` or `verify-full`) or say
+    /// `sslmode=disable` to allow plaintext explicitly; `prefer`/`allow` (and no `sslmode`,
+    /// which means `prefer`) could silently fall back to plaintext and are refused.
     pub fn parse(url: &str) -> Result<Self, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options: sqlx::postgres::PgConnectOptions =
+                url.parse().map_err(|e| format!("{}: {e}", redact(url)))?;
+            use sqlx::postgres::PgSslMode::*;
+            let socket = options.get_socket().is_some() || options.get_host().starts_with('/');
+            let explicit_disable = url.contains("sslmode=disable");
+            match options.get_ssl_mode() {
+                Require | VerifyCa | VerifyFull => {}
+                Disable if explicit_disable || socket => {}
+                mode => {
+                    return Err(format!(
+                        "{}: sslmode {mode:?} may connect in plaintext; use sslmode=verify-full \
+                         (with sslrootcert=CA file), or sslmode=disable to allow plaintext explicitly",
+                        redact(url)
+                    ))
+                }
+            }
             return Ok(Self::Postgres(url.to_string()));
         }
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| format!("{url:?} is neither postgres://… nor sqlite://PATH"))?;
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is neither postgres://… nor sqlite://PATH",
+                    redact(url)
+                )
+            })?;
         if path.is_empty() {
             return Err("sqlite URL has no path".into());
         }
@@ -44,19 +100,12 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(p) => format!("sqlite://{}", p.display()),
-            Self::Postgres(u) => match (u.find("://"), u.rfind('@')) {
-                (Some(s), Some(at)) if at > s => {
-                    let creds = &u[s + 3..at];
-                    let user = creds.split(':').next().unwrap_or("");
-                    format!("{}{user}:***{}", &u[..s + 3], &u[at..])
-                }
-                _ => u.clone(),
-            },
+            Self::Postgres(u) => redact(u),
         }
     }
 }
 
-/// A database operation that failed outside a file's load.
+/// A database operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("postgres {context}: {source}")]
@@ -85,19 +134,45 @@ pub(crate) fn lite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -
     move |source| DbError::Sqlite { context, source }
 }
 
-/// Why a file's load failed. Nothing of the file was committed.
+/// Why a file's load failed. Nothing of the file was committed. Each message names the layer.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]
     Source(#[from] SourceError),
-    /// Refused while parsing (header, CSV, spill, interrupted); a database
-    /// error inside the sink is [`ParseError::Sink`].
+    /// An unterminated quote (CSV), or the layer under the CSV (a zip entry, the file).
     #[error("{0}")]
-    Parse(#[from] ParseError<DbError>),
+    Csv(#[from] RecordError),
+    #[error("CSV header, column {column}: {problem}")]
+    Header { column: usize, problem: String },
     #[error("rejects spill file: {0}")]
     Spill(std::io::Error),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("interrupted while waiting for the table lock")]
+    InterruptedWaiting,
     #[error("{0}")]
     Db(#[from] DbError),
+    /// The PostgreSQL side of a COPY went away without an error of its own.
+    #[error("postgres COPY into {0}: the stream closed before the file was sent")]
+    CopyClosed(String),
+}
+
+impl LoadError {
+    /// A parse failure, with the sink's own error turned into a load error by `sink`.
+    pub fn from_parse<E>(e: ParseError<E>, sink: impl FnOnce(E) -> LoadError) -> Self {
+        match e {
+            ParseError::Header { column, problem } => Self::Header { column, problem },
+            ParseError::Csv(e) => Self::Csv(e),
+            ParseError::Spill(e) => Self::Spill(e),
+            ParseError::Cancelled => Self::Interrupted,
+            ParseError::Sink(e) => sink(e),
+        }
+    }
+
+    /// The load stopped because of a shutdown signal.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Self::Interrupted | Self::InterruptedWaiting)
+    }
 }
 
 /// How a file reached its table.
@@ -125,20 +200,31 @@ pub struct Loaded {
     pub path: LoadPath,
 }
 
-/// Status of an `import_runs` row.
+/// Status of an `import_runs` row. See `/work/notes/importer-schema.md` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    Running,
     Succeeded,
     Failed,
     Duplicate,
+    /// The export held no data rows (a warning, unless `--on-empty fail`).
+    Empty,
+    /// Stopped by a shutdown signal; rolled back.
+    Interrupted,
+    /// Found running by a later start whose owner process was gone.
+    Abandoned,
 }
 
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Duplicate => "duplicate",
+            Self::Empty => "empty",
+            Self::Interrupted => "interrupted",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -166,6 +252,79 @@ pub struct RunEnd {
 /// rolls back (a shutdown signal does that).
 pub type Progress = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
+/// Live row counts of one load, written by the parser and read by the progress recorder.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    pub read: AtomicU64,
+    pub loaded: AtomicU64,
+}
+
+impl LiveCounts {
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.loaded.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// This process as the owner of its runs: `host/pid/start`, where `start` is the process start
+/// time in clock ticks since boot, so a reused pid is not mistaken for the owner.
+pub fn owner() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        let pid = std::process::id();
+        format!("{}/{pid}/{}", hostname(), start_ticks(pid).unwrap_or(0))
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Field 22 of `/proc/PID/stat`: the process start time in clock ticks after boot.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// How long a run on another host may go without a heartbeat before it is abandoned.
+pub const LEASE_SECS: f64 = 60.0;
+
+/// Why a running run's owner is considered gone, or `None` while it may be alive.
+/// `heartbeat_age` is seconds since the last heartbeat; `None` means the database doesn't
+/// keep heartbeats during loads (SQLite), so only the same-host process check applies.
+pub fn owner_gone(owner: Option<&str>, heartbeat_age: Option<f64>) -> Option<String> {
+    let Some(owner) = owner else {
+        return Some("running without an owner (recorded before heartbeats existed)".into());
+    };
+    let mut parts = owner.rsplitn(3, '/');
+    let (start, pid, host) = (parts.next(), parts.next(), parts.next());
+    if let (Some(host), Some(pid), Some(start)) = (host, pid.and_then(|p| p.parse().ok()), start) {
+        if host == hostname() {
+            return match start_ticks(pid) {
+                None => Some(format!("owner {owner}: process {pid} is not running")),
+                Some(t) if t.to_string() != start => Some(format!(
+                    "owner {owner}: process {pid} is not running (pid reused)"
+                )),
+                Some(_) => None,
+            };
+        }
+    }
+    match heartbeat_age {
+        Some(age) if age > LEASE_SECS => Some(format!(
+            "owner {owner}: no heartbeat for {age:.0} s (lease {LEASE_SECS:.0} s)"
+        )),
+        _ => None,
+    }
+}
+
 /// A connected database.
 #[derive(Clone)]
 pub enum Db {
@@ -174,7 +333,7 @@ pub enum Db {
 }
 
 impl Db {
-    /// Connects; PostgreSQL gets a pool of `jobs` connections.
+    /// Connects; PostgreSQL gets a pool of `jobs` load connections plus two for bookkeeping.
     pub async fn connect(url: &DatabaseUrl, jobs: usize) -> Result<Self, DbError> {
         Ok(match url {
             DatabaseUrl::Postgres(u) => Self::Postgres(postgres::Pg::connect(u, jobs).await?),
@@ -191,11 +350,18 @@ impl Db {
     }
 
     /// Before `run`/`load`: PostgreSQL must have been migrated by `importer migrate`;
-    /// the embedded SQLite file migrates itself.
-    pub async fn prepare(&self, registry: &Registry) -> Result<(), DbError> {
+    /// the embedded SQLite file migrates itself. Then runs left `running` by owners that are
+    /// gone are marked `abandoned`.
+    pub async fn prepare(&self, registry: &Registry) -> Result<Vec<i64>, DbError> {
         match self {
-            Self::Postgres(db) => db.check_migrated().await,
-            Self::Sqlite(db) => db.migrate(registry.clone()).await,
+            Self::Postgres(db) => {
+                db.check_migrated().await?;
+                db.sweep_abandoned().await
+            }
+            Self::Sqlite(db) => {
+                db.migrate(registry.clone()).await?;
+                db.sweep_abandoned().await
+            }
         }
     }
 
@@ -225,22 +391,25 @@ impl Db {
         }
     }
 
-    /// Loads one prepared file for a tenant, in one transaction.
-    pub async fn load(
-        &self,
-        run_id: i64,
-        def: Arc<TypeDef>,
-        tenant: &str,
-        file: &str,
-        source: Arc<Prepared>,
-        progress: Progress,
-    ) -> Result<Loaded, LoadError> {
+    /// Records live counts and the heartbeat of a running run (PostgreSQL: outside the load's
+    /// transaction, with a NOTIFY). SQLite has one writer, busy with the load: nothing to do.
+    pub async fn progress(&self, id: i64, read: u64, loaded: u64) -> Result<(), DbError> {
         match self {
-            Self::Postgres(db) => db.load(run_id, def, tenant, file, source, progress).await,
-            Self::Sqlite(db) => {
-                db.load(run_id, def, tenant.into(), file.into(), source, progress)
-                    .await
-            }
+            Self::Postgres(db) => db.progress(id, read, loaded).await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Whether live progress is recorded during loads.
+    pub fn live_progress(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Loads one prepared file for a tenant, in one transaction.
+    pub async fn load(&self, run_id: i64, file: &str, job: &ParseJob) -> Result<Loaded, LoadError> {
+        match self {
+            Self::Postgres(db) => load::load(db.begin_load(job).await?, run_id, file, job).await,
+            Self::Sqlite(db) => load::load(db.begin_load(job).await?, run_id, file, job).await,
         }
     }
 }
@@ -249,7 +418,8 @@ impl Db {
 mod tests {
     use super::*;
 
-    /// URLs parse by scheme, and the redacted form hides the password.
+    /// URLs parse by scheme, plaintext PostgreSQL needs an explicit sslmode=disable, and no
+    /// message or Debug output shows the password.
     #[test]
     fn urls() {
         assert_eq!(
@@ -261,8 +431,42 @@ mod tests {
             DatabaseUrl::Sqlite("/tmp/x.db".into())
         );
         assert!(DatabaseUrl::parse("mysql://x").is_err());
-        let pg = DatabaseUrl::parse("postgres://me:s3cret@db:5432/app").unwrap();
-        assert_eq!(pg.redacted(), "postgres://me:***@db:5432/app");
-        assert!(!pg.redacted().contains("s3cret"));
+        let pg =
+            DatabaseUrl::parse("postgres://me:s3cret@db:5432/app?sslmode=verify-full").unwrap();
+        assert_eq!(
+            pg.redacted(),
+            "postgres://me:***@db:5432/app?sslmode=verify-full"
+        );
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        DatabaseUrl::parse("postgres://me:s3cret@db/app?sslmode=disable").unwrap();
+        for bad in [
+            "postgres://me:s3cret@db/app",
+            "postgres://me:s3cret@db/app?sslmode=prefer",
+            "postgres://me:s3cret@db/app?sslmode=allow",
+            "postgress://me:s3cret@db/app",
+            "me:s3cret@db/app",
+        ] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        assert!(DatabaseUrl::parse("postgres://db/app")
+            .unwrap_err()
+            .contains("sslmode=verify-full"));
+    }
+
+    /// A run whose owner process is gone is abandoned; a live one on this host is not; other
+    /// hosts go by the heartbeat lease.
+    #[test]
+    fn owners() {
+        assert_eq!(owner_gone(Some(owner()), Some(1e9)), None);
+        let dead = format!("{}/999999999/1", hostname());
+        assert!(owner_gone(Some(&dead), None)
+            .unwrap()
+            .contains("not running"));
+        assert_eq!(owner_gone(Some("elsewhere/1/1"), Some(5.0)), None);
+        assert_eq!(owner_gone(Some("elsewhere/1/1"), None), None);
+        assert!(owner_gone(Some("elsewhere/1/1"), Some(61.0))
+            .unwrap()
+            .contains("no heartbeat for 61 s"));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! `GET {base}/exports/{module}?date=YYYY-MM-DD` with the tenant in a header (`x-tenant-id` by
 //! default). The importer never sees a token: the proxy injects it. The body streams into an
-//! anonymous temp file; transient failures retry with exponential backoff and jitter.
+//! anonymous temp file; transient failures (connect errors, timeouts, 5xx, 429, a body that
+//! breaks off) retry with exponential backoff and jitter. An answer that isn't a JSON payload
+//! (an HTML error page, a bare CSV or zip) is refused naming what arrived.
 
 use std::fs::File;
 use std::path::Path;
@@ -17,30 +19,61 @@ use tokio::io::AsyncWriteExt;
 /// Attempts per export, the first included.
 const ATTEMPTS: u32 = 3;
 
-/// Why an export couldn't be fetched.
+/// Why an export couldn't be fetched. Messages start with the layer (HTTP).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url}: {source}")]
+    #[error("HTTP: GET {url}: {source}")]
     Http { url: String, source: reqwest::Error },
-    #[error("GET {url}: HTTP {status}{hint}")]
+    #[error("HTTP: GET {url}: the body broke off after {bytes} bytes: {source}")]
+    Body {
+        url: String,
+        bytes: u64,
+        source: reqwest::Error,
+    },
+    #[error("HTTP: GET {url}: status {status}{hint}")]
     Status {
         url: String,
         status: StatusCode,
         hint: &'static str,
     },
-    #[error("spool {url}: {source}")]
+    #[error(
+        "HTTP: GET {url}: expected a JSON payload (Content-Type application/json), got {what}"
+    )]
+    NotJson { url: String, what: String },
+    #[error("HTTP: GET {url}: spool: {source}")]
     Spool { url: String, source: std::io::Error },
 }
 
 impl FetchError {
     fn transient(&self) -> bool {
         match self {
-            Self::Http { source, .. } => source.is_connect() || source.is_timeout(),
+            Self::Http { source, .. } => {
+                source.is_connect()
+                    || source.is_timeout()
+                    || source.is_body()
+                    || source.is_request()
+            }
+            Self::Body { .. } => true,
             Self::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Spool { .. } => false,
+            Self::NotJson { .. } | Self::Spool { .. } => false,
         }
+    }
+}
+
+/// A short, printable description of a body's first bytes.
+fn describe(head: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&head[..head.len().min(40)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if head.starts_with(b"PK\x03\x04") {
+        "a zip file".to_string()
+    } else if head.is_empty() {
+        "an empty body".to_string()
+    } else {
+        format!("a body starting {:?}", text.trim())
     }
 }
 
@@ -132,6 +165,17 @@ impl Fetcher {
                 hint,
             });
         }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let spool = |source| FetchError::Spool {
             url: url.to_string(),
             source,
@@ -142,11 +186,40 @@ impl Fetcher {
             tokio::fs::File::from_std(file.try_clone().map_err(spool)?),
         );
         let mut body = resp.bytes_stream();
+        let mut bytes = 0u64;
+        let mut head = Vec::new();
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk.map_err(http)?).await.map_err(spool)?;
+            let chunk = chunk.map_err(|source| FetchError::Body {
+                url: url.to_string(),
+                bytes,
+                source,
+            })?;
+            if head.len() < 64 {
+                head.extend_from_slice(&chunk[..chunk.len().min(64 - head.len())]);
+            }
+            bytes += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(spool)?;
         }
         out.flush().await.map_err(spool)?;
-        Ok(Some(file))
+        let starts_json = head
+            .iter()
+            .find(|c| !c.is_ascii_whitespace())
+            .is_some_and(|&c| c == b'{');
+        match content_type.as_deref() {
+            Some("application/json") if starts_json => Ok(Some(file)),
+            Some("application/json") => Err(FetchError::NotJson {
+                url: url.to_string(),
+                what: format!("application/json with {}", describe(&head)),
+            }),
+            other => Err(FetchError::NotJson {
+                url: url.to_string(),
+                what: format!(
+                    "Content-Type {} with {}",
+                    other.unwrap_or("(none)"),
+                    describe(&head)
+                ),
+            }),
+        }
     }
 }
 

@@ -1,12 +1,19 @@
 //! One file from start to finish: fetch or open, hash and decode, skip if already loaded, load,
 //! and record the run in `import_runs` whatever happens.
+//!
+//! [`attempt`] returns what happened ([`Attempted`]) or why it failed ([`Failure`], with the
+//! module and run known so far); [`run_job`] turns either into the [`Outcome`] and the run's
+//! final record.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::{Db, LoadError, Loaded, Progress, RunEnd, RunStart, RunStatus};
+use crate::db::{
+    Db, LiveCounts, LoadError, Loaded, ParseJob, Progress, RunEnd, RunStart, RunStatus,
+};
 use crate::fetch::{FetchError, Fetcher};
 use crate::registry::Registry;
 use crate::source::{fingerprint, prepare, Kind, SourceError};
@@ -41,7 +48,11 @@ pub enum Status {
     Duplicate,
     /// The API has no export of this module for the date.
     Missing,
+    /// The export had no data rows (a warning).
+    Empty,
     Failed,
+    /// A shutdown signal stopped it.
+    Interrupted,
 }
 
 impl Status {
@@ -50,7 +61,9 @@ impl Status {
             Self::Loaded => "loaded",
             Self::Duplicate => "duplicate",
             Self::Missing => "missing",
+            Self::Empty => "empty",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -68,7 +81,7 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Why a job failed, before or during its load.
+/// Why a job failed, before or during its load. Each message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("{0}")]
@@ -90,6 +103,14 @@ pub enum JobError {
     },
     #[error("{file}: {source}")]
     Load { file: String, source: LoadError },
+    #[error("{file}: empty export (no data rows) and --on-empty fail")]
+    Empty { file: String },
+}
+
+impl JobError {
+    fn interrupted(&self) -> bool {
+        matches!(self, Self::Load { source, .. } if source.is_interrupted())
+    }
 }
 
 /// The module a local file defaults to: its name up to the first '.'.
@@ -109,9 +130,41 @@ pub struct Context {
     pub registry: Arc<Registry>,
     pub temp_dir: PathBuf,
     pub force: bool,
+    /// Records longer than this are rejected, unless the type sets its own limit.
+    pub max_record_bytes: usize,
+    /// An export without data rows fails instead of warning.
+    pub fail_on_empty: bool,
     pub progress: Progress,
     /// Set on shutdown: jobs not started yet don't start, loads in flight stop and roll back.
     pub cancel: Arc<AtomicBool>,
+    /// Runs started and not yet recorded as finished; what a cut-off shutdown marks interrupted.
+    pub active: Mutex<BTreeSet<i64>>,
+}
+
+impl Context {
+    fn activate(&self, id: i64) {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    fn deactivate(&self, id: i64) {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// The runs still in flight.
+    pub fn active_runs(&self) -> Vec<i64> {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
 }
 
 /// Runs blocking file work off the async threads, passing panics on.
@@ -121,147 +174,282 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
+/// Records a running load's counts and heartbeat once a second until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(db: Db, id: i64, live: Arc<LiveCounts>) -> Self {
+        Self(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (read, loaded) = live.get();
+                if let Err(e) = db.progress(id, read, loaded).await {
+                    tracing::warn!(run = id, cause = %e, "could not record progress");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A file, named before anything is read.
+struct FileRef {
+    /// The path or URL, as recorded.
+    source: String,
+    /// The module the job asks for (or the file name implies).
+    hint: String,
+    date: Option<String>,
+}
+
+impl FileRef {
+    fn of(job: &Job) -> Self {
+        match &job.origin {
+            Origin::Local { path, module } => Self {
+                source: path.display().to_string(),
+                hint: module.clone().unwrap_or_else(|| module_from_path(path)),
+                date: None,
+            },
+            Origin::Remote {
+                fetcher,
+                module,
+                date,
+            } => Self {
+                source: fetcher.url(module, date).to_string(),
+                hint: module.clone(),
+                date: Some(date.clone()),
+            },
+        }
+    }
+}
+
+/// What an attempt came to.
+#[derive(Debug)]
+pub enum Attempted {
+    Missing,
+    Duplicate {
+        run_id: i64,
+        module: String,
+        of: i64,
+    },
+    Loaded {
+        run_id: i64,
+        module: String,
+        loaded: Loaded,
+    },
+    Empty {
+        run_id: i64,
+        module: String,
+        loaded: Loaded,
+    },
+}
+
+/// Why an attempt failed, with what was known by then.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: JobError,
+    pub module: String,
+    pub run_id: Option<i64>,
+}
+
 /// Runs one job. Every path that reaches a module records a row in `import_runs`.
 pub async fn run_job(ctx: &Context, job: Job) -> Outcome {
     let started = Instant::now();
-    let (source, hint, date) = match &job.origin {
-        Origin::Local { path, module } => (
-            path.display().to_string(),
-            module.clone().unwrap_or_else(|| module_from_path(path)),
-            None,
-        ),
-        Origin::Remote {
-            fetcher,
-            module,
-            date,
-        } => (
-            fetcher.url(module, date).to_string(),
-            module.clone(),
-            Some(date.clone()),
-        ),
-    };
+    let file = FileRef::of(&job);
     let mut outcome = Outcome {
         tenant: job.tenant.clone(),
-        module: hint.clone(),
-        source: source.clone(),
-        status: Status::Failed,
+        module: file.hint.clone(),
+        source: file.source.clone(),
+        status: Status::Interrupted,
         loaded: None,
         run_id: None,
-        error: None,
+        error: Some("interrupted before it started".into()),
         elapsed: Duration::ZERO,
     };
     if ctx.cancel.load(Ordering::Relaxed) {
-        outcome.error = Some("interrupted before it started".into());
         return outcome;
     }
-    let result = attempt(ctx, &job, &source, &hint, date.clone(), &mut outcome).await;
-    if let Err(e) = result {
-        let message = e.to_string();
-        tracing::error!(tenant = %job.tenant, module = %outcome.module, file = %source, cause = %message, "file failed");
-        outcome.status = Status::Failed;
-        outcome.error = Some(message.clone());
-        let end = RunEnd {
-            status: RunStatus::Failed,
-            loaded: None,
-            duplicate_of: None,
-            error: Some(message),
-        };
-        let recorded = match outcome.run_id {
-            Some(id) => ctx.db.finish_run(id, &end).await.map(|_| id),
-            None => {
-                let start = RunStart {
-                    tenant: job.tenant.clone(),
-                    module: outcome.module.clone(),
-                    source: source.clone(),
-                    export_date: date,
-                    content_hash: None,
-                };
-                match ctx.db.start_run(&start).await {
-                    Ok(id) => ctx.db.finish_run(id, &end).await.map(|_| id),
-                    Err(e) => Err(e),
+    outcome = match attempt(ctx, &job, &file).await {
+        Ok(done) => {
+            let (status, module, loaded, run_id, error) = match done {
+                Attempted::Missing => (Status::Missing, file.hint.clone(), None, None, None),
+                Attempted::Duplicate { run_id, module, .. } => {
+                    (Status::Duplicate, module, None, Some(run_id), None)
                 }
-            }
-        };
-        match recorded {
-            Ok(id) => outcome.run_id = Some(id),
-            Err(e) => {
-                tracing::error!(tenant = %job.tenant, file = %source, cause = %e, "could not record the failed run")
+                Attempted::Loaded {
+                    run_id,
+                    module,
+                    loaded,
+                } => (Status::Loaded, module, Some(loaded), Some(run_id), None),
+                Attempted::Empty {
+                    run_id,
+                    module,
+                    loaded,
+                } => (
+                    Status::Empty,
+                    module,
+                    Some(loaded),
+                    Some(run_id),
+                    Some("empty export (no data rows)".to_string()),
+                ),
+            };
+            Outcome {
+                status,
+                module,
+                loaded,
+                run_id,
+                error,
+                ..outcome
             }
         }
-    }
+        Err(failure) => record_failure(ctx, &job, &file, failure, outcome).await,
+    };
     outcome.elapsed = started.elapsed();
     outcome
 }
 
-async fn attempt(
+/// Records a failed (or interrupted) attempt, starting its run row if it had none yet.
+async fn record_failure(
     ctx: &Context,
     job: &Job,
-    source: &str,
-    hint: &str,
-    date: Option<String>,
-    outcome: &mut Outcome,
-) -> Result<(), JobError> {
-    let file = match &job.origin {
+    file: &FileRef,
+    failure: Failure,
+    outcome: Outcome,
+) -> Outcome {
+    let Failure {
+        error,
+        module,
+        run_id,
+    } = failure;
+    let message = error.to_string();
+    let (status, run_status) = if error.interrupted() {
+        tracing::warn!(tenant = %job.tenant, module = %module, file = %file.source, "load interrupted; rolled back");
+        (Status::Interrupted, RunStatus::Interrupted)
+    } else {
+        tracing::error!(tenant = %job.tenant, module = %module, file = %file.source, cause = %message, "file failed");
+        (Status::Failed, RunStatus::Failed)
+    };
+    let end = RunEnd {
+        status: run_status,
+        loaded: None,
+        duplicate_of: None,
+        error: Some(message.clone()),
+    };
+    let recorded = match run_id {
+        Some(id) => ctx.db.finish_run(id, &end).await.map(|_| id),
+        None => {
+            let start = RunStart {
+                tenant: job.tenant.clone(),
+                module: module.clone(),
+                source: file.source.clone(),
+                export_date: file.date.clone(),
+                content_hash: None,
+            };
+            match ctx.db.start_run(&start).await {
+                Ok(id) => ctx.db.finish_run(id, &end).await.map(|_| id),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Some(id) = run_id {
+        ctx.deactivate(id);
+    }
+    let run_id = match recorded {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(tenant = %job.tenant, file = %file.source, cause = %e, "could not record the failed run");
+            run_id
+        }
+    };
+    Outcome {
+        module,
+        status,
+        run_id,
+        error: Some(message),
+        ..outcome
+    }
+}
+
+/// Fetches or opens the file, fingerprints it, skips an identical re-delivery, decodes it and
+/// loads it, recording the run's start and end.
+async fn attempt(ctx: &Context, job: &Job, file: &FileRef) -> Result<Attempted, Failure> {
+    let fail = |module: &str, run_id: Option<i64>| {
+        let module = module.to_string();
+        move |error: JobError| Failure {
+            error,
+            module,
+            run_id,
+        }
+    };
+    let source = file.source.as_str();
+    let load_err = |e: LoadError| JobError::Load {
+        file: source.to_string(),
+        source: e,
+    };
+    let source_err = |e: SourceError| JobError::Source {
+        file: source.to_string(),
+        source: e,
+    };
+    let hint = file.hint.as_str();
+    let opened = match &job.origin {
         Origin::Local { path, .. } => std::fs::File::open(path).map_err(|e| JobError::Open {
             file: source.to_string(),
             source: e,
-        })?,
+        }),
         Origin::Remote {
             fetcher,
             module,
             date,
         } => match fetcher
             .fetch(&job.tenant, module, date, &ctx.temp_dir)
-            .await?
+            .await
         {
-            Some(f) => f,
-            None => {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => {
                 tracing::info!(tenant = %job.tenant, module = %module, date = %date, "no export");
-                outcome.status = Status::Missing;
-                return Ok(());
+                return Ok(Attempted::Missing);
             }
+            Err(e) => Err(e.into()),
         },
-    };
-    let source_err = |e: SourceError| JobError::Source {
-        file: source.to_string(),
-        source: e,
-    };
-    let load_err = |e: LoadError| JobError::Load {
-        file: source.to_string(),
-        source: e,
-    };
+    }
+    .map_err(fail(hint, None))?;
     // Fingerprint first: an identical re-delivery stops here, before any decoding.
     let module_hint = hint.to_string();
-    let (file, kind, hash) = blocking(move || {
-        let mut file = file;
-        let kind = Kind::sniff(&mut file)?;
-        let hash = fingerprint(&mut file, kind, &module_hint)?;
-        Ok::<_, SourceError>((file, kind, hash))
+    let (opened, kind, hash) = blocking(move || {
+        let mut f = opened;
+        let kind = Kind::sniff(&mut f)?;
+        let hash = fingerprint(&mut f, kind, &module_hint)?;
+        Ok::<_, SourceError>((f, kind, hash))
     })
     .await
-    .map_err(source_err)?;
+    .map_err(|e| fail(hint, None)(source_err(e)))?;
     // Every run this attempt records carries the same tenant, file, date and hash.
-    let run_start = |module: String| RunStart {
+    let run_start = |module: &str| RunStart {
         tenant: job.tenant.clone(),
-        module,
+        module: module.to_string(),
         source: source.to_string(),
-        export_date: date.clone(),
+        export_date: file.date.clone(),
         content_hash: Some(hash.clone()),
     };
     if !ctx.force {
-        if let Some((of, module)) = ctx
+        let found = ctx
             .db
             .find_duplicate(&job.tenant, &hash)
             .await
-            .map_err(|e| load_err(e.into()))?
-        {
-            outcome.module = module.clone();
-            let id = ctx
+            .map_err(|e| fail(hint, None)(load_err(e.into())))?;
+        if let Some((of, module)) = found {
+            let run_id = ctx
                 .db
-                .start_run(&run_start(module.clone()))
+                .start_run(&run_start(&module))
                 .await
-                .map_err(|e| load_err(e.into()))?;
-            outcome.run_id = Some(id);
+                .map_err(|e| fail(&module, None)(load_err(e.into())))?;
             let end = RunEnd {
                 status: RunStatus::Duplicate,
                 loaded: None,
@@ -269,76 +457,96 @@ async fn attempt(
                 error: None,
             };
             ctx.db
-                .finish_run(id, &end)
+                .finish_run(run_id, &end)
                 .await
-                .map_err(|e| load_err(e.into()))?;
+                .map_err(|e| fail(&module, Some(run_id))(load_err(e.into())))?;
             tracing::info!(tenant = %job.tenant, module = %module, file = %source, duplicate_of = of, "identical to an earlier run; skipped");
-            outcome.status = Status::Duplicate;
-            return Ok(());
+            return Ok(Attempted::Duplicate { run_id, module, of });
         }
     }
     let temp_dir = ctx.temp_dir.clone();
-    let prepared = blocking(move || prepare(file, kind, &temp_dir))
+    let prepared = blocking(move || prepare(opened, kind, &temp_dir))
         .await
-        .map_err(source_err)?;
+        .map_err(|e| fail(hint, None)(source_err(e)))?;
     let module = match &prepared.module {
-        Some(m) => {
-            if matches!(job.origin, Origin::Remote { .. }) && m != hint {
-                outcome.module = m.clone();
-                return Err(JobError::WrongModule {
-                    file: source.to_string(),
-                    got: m.clone(),
-                    wanted: hint.to_string(),
-                });
-            }
-            m.clone()
+        Some(m) if matches!(job.origin, Origin::Remote { .. }) && m != hint => {
+            return Err(fail(m, None)(JobError::WrongModule {
+                file: source.to_string(),
+                got: m.clone(),
+                wanted: hint.to_string(),
+            }));
         }
+        Some(m) => m.clone(),
         None => hint.to_string(),
     };
-    outcome.module = module.clone();
-    let def = ctx
-        .registry
-        .get(&module)
-        .ok_or_else(|| JobError::UnknownModule {
+    let def = ctx.registry.get(&module).ok_or_else(|| {
+        fail(&module, None)(JobError::UnknownModule {
             file: source.to_string(),
             module: module.clone(),
-        })?;
-    let id = ctx
+        })
+    })?;
+    let run_id = ctx
         .db
-        .start_run(&run_start(module.clone()))
+        .start_run(&run_start(&module))
         .await
-        .map_err(|e| load_err(e.into()))?;
-    outcome.run_id = Some(id);
-    let loaded = ctx
+        .map_err(|e| fail(&module, None)(load_err(e.into())))?;
+    ctx.activate(run_id);
+    let failed = |e: JobError| fail(&module, Some(run_id))(e);
+    let live = Arc::new(LiveCounts::default());
+    let parse = ParseJob {
+        def: Arc::new(def.clone()),
+        tenant: job.tenant.clone(),
+        source: Arc::new(prepared),
+        progress: ctx.progress.clone(),
+        live: live.clone(),
+        max_record: def.max_record_bytes.unwrap_or(ctx.max_record_bytes),
+    };
+    let heartbeat = ctx
         .db
-        .load(
-            id,
-            Arc::new(def.clone()),
-            &job.tenant,
-            source,
-            Arc::new(prepared),
-            ctx.progress.clone(),
-        )
-        .await
-        .map_err(load_err)?;
+        .live_progress()
+        .then(|| Heartbeat::start(ctx.db.clone(), run_id, live));
+    let loaded = ctx.db.load(run_id, source, &parse).await;
+    drop(heartbeat);
+    let loaded = loaded.map_err(|e| failed(load_err(e)))?;
+    let empty = loaded.counts.read == 0;
+    if empty && ctx.fail_on_empty {
+        return Err(failed(JobError::Empty {
+            file: source.to_string(),
+        }));
+    }
     let end = RunEnd {
-        status: RunStatus::Succeeded,
+        status: if empty {
+            RunStatus::Empty
+        } else {
+            RunStatus::Succeeded
+        },
         loaded: Some(loaded),
         duplicate_of: None,
-        error: None,
+        error: empty.then(|| "empty export (no data rows)".to_string()),
     };
     ctx.db
-        .finish_run(id, &end)
+        .finish_run(run_id, &end)
         .await
-        .map_err(|e| load_err(e.into()))?;
+        .map_err(|e| failed(load_err(e.into())))?;
+    ctx.deactivate(run_id);
+    if empty {
+        tracing::warn!(tenant = %job.tenant, module = %module, file = %source, "empty export (no data rows)");
+        return Ok(Attempted::Empty {
+            run_id,
+            module,
+            loaded,
+        });
+    }
     tracing::info!(
         tenant = %job.tenant, module = %module, file = %source,
         read = loaded.counts.read, loaded = loaded.counts.loaded, rejected = loaded.counts.rejected,
         written = loaded.written, path = loaded.path.as_str(), "file loaded"
     );
-    outcome.status = Status::Loaded;
-    outcome.loaded = Some(loaded);
-    Ok(())
+    Ok(Attempted::Loaded {
+        run_id,
+        module,
+        loaded,
+    })
 }
 
 #[cfg(test)]

@@ -8,20 +8,31 @@
 //! # Layout
 //! - [`config`]: clap command line and environment, validated into one [`config::Config`].
 //! - [`registry`]: the type registry file (tables, columns, types, aliases, natural keys).
-//! - [`source`]: payload JSON, zip and CSV inputs: hashing and streaming base64/zip decoding.
+//! - [`source`]: payload JSON, zip and CSV inputs: hashing and streaming base64/zip decoding
+//!   (a hand-written streaming JSON reader, tested against serde_json in `source/differential.rs`).
+//! - [`record`]: the CSV tokenizer: quoted-ness per field, per-record size limit, unterminated
+//!   quotes found.
 //! - [`value`]: per-type field validation, a strict subset of what PostgreSQL accepts.
-//! - [`parse`]: the hot loop over one reused `csv::ByteRecord`, rejects, COPY text encoding.
-//! - [`db`]: one API over [`db::postgres`] (streaming COPY, staged upsert) and [`db::sqlite`]
-//!   (multi-row prepared inserts), migrations and the `import_runs`/`import_rejects` records.
+//! - [`parse`]: the hot loop over one reused [`record::Record`]: header mapping, validation,
+//!   rows to a [`parse::RowSink`], bad rows to the [`reject`] log.
+//! - [`reject`]: the reject format (escaped raw record) and its spill file.
+//! - [`copy`]: PostgreSQL `COPY` text encoding, a [`parse::RowSink`].
+//! - [`db`]: the one load algorithm ([`db::load`]) over the per-database parts of
+//!   [`db::postgres`] (streaming COPY, staged upsert, TLS) and [`db::sqlite`] (multi-row prepared
+//!   inserts), migrations, and the `import_runs`/`import_rejects` bookkeeping: heartbeat,
+//!   live progress with `NOTIFY import_runs`, abandoned runs.
 //! - [`fetch`]: the HTTP client for the export API behind the auth proxy.
 //! - [`job`]: one file end to end; [`report`]: progress and the summary table.
 
 pub mod config;
+pub mod copy;
 pub mod db;
 pub mod fetch;
 pub mod job;
 pub mod parse;
+pub mod record;
 pub mod registry;
+pub mod reject;
 pub mod report;
 pub mod source;
 pub mod value;
@@ -35,7 +46,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::config::{Command, Config, LoadOptions};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, RunEnd, RunStatus};
 use crate::fetch::Fetcher;
 use crate::job::{Context, Job, Origin, Outcome, Status};
 
@@ -79,7 +90,8 @@ impl Report {
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs a command until it finishes or `shutdown` resolves. On shutdown, files not started are
-/// skipped and loads in flight stop, roll back and are recorded as failed ("interrupted").
+/// skipped and loads in flight stop, roll back and are recorded `interrupted` (also when they
+/// can't stop within the drain time and are cut off).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Report, Error> {
     match &config.command {
         Command::Types => Ok(Report {
@@ -185,7 +197,10 @@ async fn run_jobs(
         .map(|(_, j)| j)
         .collect();
     let db = Db::connect(&config.database, opts.jobs).await?;
-    db.prepare(&config.registry).await?;
+    let abandoned = db.prepare(&config.registry).await?;
+    if !abandoned.is_empty() {
+        tracing::warn!(runs = ?abandoned, "marked runs of owners that are gone as abandoned");
+    }
     let total = jobs.len();
     let reporter = report::Reporter::new(total);
     let cancel = Arc::new(AtomicBool::new(false));
@@ -194,8 +209,11 @@ async fn run_jobs(
         registry: config.registry.clone(),
         temp_dir: config.temp_dir.clone(),
         force: opts.force,
+        max_record_bytes: config.max_record_bytes,
+        fail_on_empty: opts.fail_on_empty,
         progress: reporter.rows(cancel.clone()),
         cancel: cancel.clone(),
+        active: Default::default(),
     };
     let mut outcomes = Vec::with_capacity(total);
     let mut stream = futures_util::stream::iter(jobs)
@@ -224,6 +242,27 @@ async fn run_jobs(
         }
     }
     drop(stream);
+    // Loads that had to be cut off: their transactions roll back as their connections go;
+    // record them, unless the database can't be reached in time either.
+    let cut_off = ctx.active_runs();
+    if !cut_off.is_empty() {
+        let end = RunEnd {
+            status: RunStatus::Interrupted,
+            loaded: None,
+            duplicate_of: None,
+            error: Some(format!(
+                "interrupted: the load did not stop within {DRAIN:?} and was cut off"
+            )),
+        };
+        for id in cut_off {
+            let record = ctx.db.finish_run(id, &end);
+            match tokio::time::timeout(Duration::from_secs(5), record).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(run = id, cause = %e, "could not record the interrupted run"),
+                Err(_) => tracing::error!(run = id, "could not record the interrupted run in time; a later start marks it abandoned"),
+            }
+        }
+    }
     reporter.finish();
     outcomes
         .sort_by(|a, b| (&a.tenant, &a.module, &a.source).cmp(&(&b.tenant, &b.module, &b.source)));

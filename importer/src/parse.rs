@@ -1,16 +1,16 @@
-//! The hot loop: reads one CSV with a single reused `csv::ByteRecord`, maps its header onto a
+//! The hot loop: reads one CSV with a single reused [`Record`], maps its header onto a
 //! registry type, validates every field and hands accepted rows to a [`RowSink`].
 //!
 //! Rows that fail go to a [`RejectLog`], a spill file, so a file full of bad rows still runs in
-//! bounded memory. A header that doesn't match refuses the whole file.
+//! bounded memory; so does a record over the size limit, which is never held whole. A header
+//! that doesn't match, or a quote that never closes, refuses the whole file.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::Read;
 
-use csv::ByteRecord;
-
+use crate::record::{Record, RecordError, RecordReader};
 use crate::registry::{normalize_header, ColumnType, TypeDef};
+use crate::reject::{raw_record, Reject, RejectLog};
 use crate::value::{parse_field, Field};
 
 /// Receives accepted rows, field by field, in registry column order.
@@ -26,32 +26,20 @@ pub trait RowSink {
     fn end(&mut self) -> Result<(), Self::Error>;
 }
 
-/// Why a file was refused while parsing.
+/// Why a file was refused while parsing. The sink's own failure is [`ParseError::Sink`].
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError<E> {
-    #[error("header, column {column}: {problem}")]
+    #[error("CSV header, column {column}: {problem}")]
     Header { column: usize, problem: String },
-    #[error("line {line}: {source}")]
-    Csv { line: u64, source: csv::Error },
+    /// A quote never closed (CSV), or the layer below failed (its message names it).
+    #[error("{0}")]
+    Csv(#[from] RecordError),
     #[error("rejects spill file: {0}")]
     Spill(std::io::Error),
     #[error("interrupted")]
     Cancelled,
     #[error("{0}")]
     Sink(E),
-}
-
-impl<E> ParseError<E> {
-    /// The same error with the sink's error mapped by `f`.
-    pub fn map_sink<F>(self, f: impl FnOnce(E) -> F) -> ParseError<F> {
-        match self {
-            Self::Header { column, problem } => ParseError::Header { column, problem },
-            Self::Csv { line, source } => ParseError::Csv { line, source },
-            Self::Spill(e) => ParseError::Spill(e),
-            Self::Cancelled => ParseError::Cancelled,
-            Self::Sink(e) => ParseError::Sink(f(e)),
-        }
-    }
 }
 
 /// Row counts of one parse. `read == loaded + rejected` always holds.
@@ -134,144 +122,23 @@ impl KeyOrder {
     }
 }
 
-/// One rejected row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    pub line: u64,
-    /// The column that failed, or `None` when the row as a whole was wrong.
-    pub column: Option<String>,
-    /// The record re-encoded as one CSV line.
-    pub raw: String,
-    pub reason: String,
-}
-
-/// Rejected rows, spilled to an anonymous temp file (gone when dropped, even on a crash).
-pub struct RejectLog {
-    out: BufWriter<File>,
-    count: u64,
-}
-
-impl RejectLog {
-    pub fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            out: BufWriter::new(tempfile::tempfile()?),
-            count: 0,
-        })
-    }
-
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    fn put(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
-        out.write_all(&(bytes.len() as u64).to_le_bytes())?;
-        out.write_all(bytes)
-    }
-
-    pub fn push(&mut self, r: &Reject) -> std::io::Result<()> {
-        self.out.write_all(&r.line.to_le_bytes())?;
-        match &r.column {
-            Some(c) => {
-                self.out.write_all(&[1])?;
-                Self::put(&mut self.out, c.as_bytes())?;
-            }
-            None => self.out.write_all(&[0])?,
-        }
-        Self::put(&mut self.out, r.raw.as_bytes())?;
-        Self::put(&mut self.out, r.reason.as_bytes())?;
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Reads the rejects back, in file order.
-    pub fn read_back(self) -> std::io::Result<RejectIter> {
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        Ok(RejectIter {
-            input: BufReader::new(file),
-            left: self.count,
-        })
-    }
-}
-
-/// Iterator over a [`RejectLog`].
-pub struct RejectIter {
-    input: BufReader<File>,
-    left: u64,
-}
-
-impl RejectIter {
-    fn u64(&mut self) -> std::io::Result<u64> {
-        let mut b = [0u8; 8];
-        self.input.read_exact(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn string(&mut self) -> std::io::Result<String> {
-        let n = self.u64()? as usize;
-        let mut b = vec![0u8; n];
-        self.input.read_exact(&mut b)?;
-        Ok(String::from_utf8_lossy(&b).into_owned())
-    }
-
-    fn next_reject(&mut self) -> std::io::Result<Reject> {
-        let line = self.u64()?;
-        let mut tag = [0u8; 1];
-        self.input.read_exact(&mut tag)?;
-        let column = if tag[0] == 1 {
-            Some(self.string()?)
-        } else {
-            None
-        };
-        Ok(Reject {
-            line,
-            column,
-            raw: self.string()?,
-            reason: self.string()?,
-        })
-    }
-}
-
-impl Iterator for RejectIter {
-    type Item = std::io::Result<Reject>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        Some(self.next_reject())
-    }
-}
-
-fn raw_record(rec: &ByteRecord) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    let _ = w.write_byte_record(rec);
-    let mut bytes = w.into_inner().unwrap_or_default();
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// Maps header fields onto the type's columns: `result[column] = Some(field index)`.
-pub fn map_header<E>(
-    def: &TypeDef,
-    header: &ByteRecord,
-) -> Result<Vec<Option<usize>>, ParseError<E>> {
+pub fn map_header<E>(def: &TypeDef, header: &Record) -> Result<Vec<Option<usize>>, ParseError<E>> {
     let mut by_name = HashMap::new();
     for (i, c) in def.columns.iter().enumerate() {
-        for h in std::iter::once(&c.name).chain(&c.aliases) {
+        for h in std::iter::once(c.name.as_str()).chain(c.aliases.iter().map(String::as_str)) {
             by_name.insert(normalize_header(h), i);
         }
     }
+    if header.too_long() {
+        return Err(ParseError::Header {
+            column: 0,
+            problem: "the header is longer than the record size limit".into(),
+        });
+    }
     let mut source = vec![None; def.columns.len()];
-    for (pos, field) in header.iter().enumerate() {
+    for pos in 0..header.len() {
+        let field = header.get(pos);
         let bad = |problem: String| ParseError::Header {
             column: pos + 1,
             problem,
@@ -286,7 +153,7 @@ pub fn map_header<E>(
         if source[col].replace(pos).is_some() {
             return Err(bad(format!(
                 "{name:?} repeats column {}",
-                def.columns[col].name
+                def.columns[col].name.as_str()
             )));
         }
     }
@@ -294,72 +161,77 @@ pub fn map_header<E>(
         if c.required && s.is_none() {
             return Err(ParseError::Header {
                 column: 0,
-                problem: format!("required column {} is missing", c.name),
+                problem: format!("required column {} is missing", c.name.as_str()),
             });
         }
     }
     Ok(source)
 }
 
-/// Parses one CSV file into `sink`, spilling bad rows to `rejects`. `progress` is called with
-/// row counts every few thousand rows and at the end; when it returns `false` the parse stops
-/// with [`ParseError::Cancelled`].
+/// Parses one CSV file into `sink`, spilling bad rows to `rejects`. Records longer than
+/// `max_record` bytes are rejected without being held whole. `progress` is called with the
+/// counts so far every few thousand rows and at the end; when it returns `false` the parse stops with
+/// [`ParseError::Cancelled`].
 pub fn parse_csv<R: Read, S: RowSink>(
     input: R,
     def: &TypeDef,
+    max_record: usize,
     sink: &mut S,
     rejects: &mut RejectLog,
-    progress: &mut dyn FnMut(u64) -> bool,
+    progress: &mut dyn FnMut(&Counts) -> bool,
 ) -> Result<Counts, ParseError<S::Error>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(256 * 1024)
-        .from_reader(input);
-    let mut rec = ByteRecord::new();
+    let mut rdr = RecordReader::new(input, max_record);
+    let mut rec = Record::new();
     let mut counts = Counts::default();
-    let csv_err = |rec: &ByteRecord, source| ParseError::Csv {
-        line: rec.position().map_or(0, |p| p.line()),
-        source,
-    };
-    if !rdr
-        .read_byte_record(&mut rec)
-        .map_err(|e| csv_err(&rec, e))?
-    {
+    if !rdr.read(&mut rec)? {
         return Ok(counts);
     }
     let source = map_header(def, &rec)?;
     let width = rec.len();
     let mut order = KeyOrder::new(def);
     let mut since_progress = 0u64;
-    'rows: while rdr
-        .read_byte_record(&mut rec)
-        .map_err(|e| csv_err(&rec, e))?
-    {
+    let mut reject = |rec: &Record,
+                      column: Option<String>,
+                      reason: String|
+     -> Result<(), ParseError<S::Error>> {
+        rejects
+            .push(&Reject {
+                line: rec.line(),
+                column,
+                raw: raw_record(rec),
+                reason,
+            })
+            .map_err(ParseError::Spill)
+    };
+    'rows: while rdr.read(&mut rec)? {
         counts.read += 1;
         since_progress += 1;
         if since_progress == 8192 {
-            if !progress(since_progress) {
+            if !progress(&counts) {
                 return Err(ParseError::Cancelled);
             }
             since_progress = 0;
         }
-        let line = rec.position().map_or(0, |p| p.line());
-        if rec.len() != width {
-            let reject = Reject {
-                line,
-                column: None,
-                raw: raw_record(&rec),
-                reason: format!("expected {width} fields, found {}", rec.len()),
-            };
-            rejects.push(&reject).map_err(ParseError::Spill)?;
+        if rec.too_long() {
+            reject(
+                &rec,
+                None,
+                format!("record longer than {max_record} bytes (max_record_bytes)"),
+            )?;
             counts.rejected += 1;
             continue;
         }
-        sink.begin(line);
+        if rec.len() != width {
+            let reason = format!("expected {width} fields, found {}", rec.len());
+            reject(&rec, None, reason)?;
+            counts.rejected += 1;
+            continue;
+        }
+        sink.begin(rec.line());
         for (ci, (col, src)) in def.columns.iter().zip(&source).enumerate() {
             let field = match src {
-                Some(i) => parse_field(col.ty, col.required, &rec[*i]),
+                Some(i) => parse_field(col.ty, col.required, rec.get(*i), rec.quoted(*i)),
+                None if col.required => Err("required value is empty".to_string()),
                 None => Ok(Field::Null),
             };
             match field {
@@ -370,13 +242,7 @@ pub fn parse_csv<R: Read, S: RowSink>(
                 Err(reason) => {
                     sink.rollback();
                     order.row_rejected();
-                    let reject = Reject {
-                        line,
-                        column: Some(col.name.clone()),
-                        raw: raw_record(&rec),
-                        reason,
-                    };
-                    rejects.push(&reject).map_err(ParseError::Spill)?;
+                    reject(&rec, Some(col.name.as_str().to_string()), reason)?;
                     counts.rejected += 1;
                     continue 'rows;
                 }
@@ -386,119 +252,17 @@ pub fn parse_csv<R: Read, S: RowSink>(
         order.row_loaded();
         counts.loaded += 1;
     }
-    if !progress(since_progress) {
+    counts.keys_ascending = order.tracking;
+    if !progress(&counts) {
         return Err(ParseError::Cancelled);
     }
-    counts.keys_ascending = order.tracking;
     Ok(counts)
-}
-
-/// Encodes rows in PostgreSQL's `COPY … FROM STDIN` text format, in chunks.
-pub struct CopyEncoder<F> {
-    buf: Vec<u8>,
-    row_start: usize,
-    tenant: Vec<u8>,
-    with_line: bool,
-    chunk: usize,
-    flush: F,
-}
-
-/// Bytes per chunk handed to the COPY stream.
-pub const COPY_CHUNK: usize = 256 * 1024;
-
-fn copy_escape(buf: &mut Vec<u8>, s: &[u8]) {
-    if !s.iter().any(|c| matches!(c, b'\\' | b'\n' | b'\r' | b'\t')) {
-        buf.extend_from_slice(s);
-        return;
-    }
-    for &c in s {
-        match c {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            c => buf.push(c),
-        }
-    }
-}
-
-impl<F, E> CopyEncoder<F>
-where
-    F: FnMut(Vec<u8>) -> Result<(), E>,
-{
-    /// `with_line` prefixes each row with its line number (staging tables).
-    pub fn new(tenant: &str, with_line: bool, flush: F) -> Self {
-        let mut t = Vec::new();
-        copy_escape(&mut t, tenant.as_bytes());
-        Self {
-            buf: Vec::with_capacity(COPY_CHUNK + 4096),
-            row_start: 0,
-            tenant: t,
-            with_line,
-            chunk: COPY_CHUNK,
-            flush,
-        }
-    }
-
-    /// Hands over what is left.
-    pub fn finish(mut self) -> Result<(), E> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        (self.flush)(std::mem::take(&mut self.buf))
-    }
-}
-
-impl<F, E> RowSink for CopyEncoder<F>
-where
-    F: FnMut(Vec<u8>) -> Result<(), E>,
-{
-    type Error = E;
-
-    fn begin(&mut self, line: u64) {
-        self.row_start = self.buf.len();
-        if self.with_line {
-            self.buf
-                .extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-            self.buf.push(b'\t');
-        }
-        self.buf.extend_from_slice(&self.tenant);
-    }
-
-    fn field(&mut self, field: Field<'_>) {
-        self.buf.push(b'\t');
-        match field {
-            Field::Null => self.buf.extend_from_slice(b"\\N"),
-            Field::Int(v) => self
-                .buf
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-            Field::Float(v) => {
-                let _ = write!(self.buf, "{v}");
-            }
-            Field::Bool(v) => self.buf.push(if v { b't' } else { b'f' }),
-            Field::Text(s) => copy_escape(&mut self.buf, s.as_bytes()),
-            Field::Plain(s) => self.buf.extend_from_slice(s.as_bytes()),
-            Field::Stamp(s) => self.buf.extend_from_slice(s.as_str().as_bytes()),
-        }
-    }
-
-    fn rollback(&mut self) {
-        self.buf.truncate(self.row_start);
-    }
-
-    fn end(&mut self) -> Result<(), E> {
-        self.buf.push(b'\n');
-        if self.buf.len() >= self.chunk {
-            let next = Vec::with_capacity(self.chunk + 4096);
-            (self.flush)(std::mem::replace(&mut self.buf, next))?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::CopyEncoder;
     use crate::registry::Registry;
     use std::path::Path;
 
@@ -520,9 +284,14 @@ mod tests {
             out.extend(chunk);
             Ok::<_, String>(())
         });
-        let counts = parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {
-            true
-        })
+        let counts = parse_csv(
+            csv.as_bytes(),
+            &def(),
+            1 << 20,
+            &mut enc,
+            &mut rejects,
+            &mut |_| true,
+        )
         .map_err(|e| e.to_string())?;
         enc.finish().unwrap();
         let rejects = rejects.read_back().unwrap().map(Result::unwrap).collect();
@@ -595,6 +364,23 @@ mod tests {
         assert!(!asc("id\n1\n3\n2\n4\n"));
     }
 
+    /// `""` is an empty string in text and NULL elsewhere; an unquoted empty field is NULL.
+    #[test]
+    fn quoted_empty_vs_empty() {
+        let (out, ..) = encode("id,name,day\n1,\"\",\"\"\n2,,\n").unwrap();
+        assert_eq!(out, "acme\t1\t\t\\N\nacme\t2\t\\N\t\\N\n");
+    }
+
+    /// A stray quote refuses the file with the line where the field opened.
+    #[test]
+    fn stray_quote_refuses() {
+        let err = encode("id,name\n1,ok\n165,\"abc\n2,x\n3,y\n").unwrap_err();
+        assert_eq!(
+            err,
+            "CSV: line 3: unterminated quoted field (the quote opened on line 3 is never closed)"
+        );
+    }
+
     /// Unknown, repeated or missing-required headers refuse the file.
     #[test]
     fn refuses_bad_headers() {
@@ -620,9 +406,14 @@ mod tests {
         });
         enc.chunk = 8;
         let csv = "id\n1\n2\n3\n";
-        parse_csv(csv.as_bytes(), &def(), &mut enc, &mut rejects, &mut |_| {
-            true
-        })
+        parse_csv(
+            csv.as_bytes(),
+            &def(),
+            1 << 20,
+            &mut enc,
+            &mut rejects,
+            &mut |_| true,
+        )
         .unwrap();
         enc.finish().unwrap();
         let all: Vec<u8> = chunks.concat();

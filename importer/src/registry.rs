@@ -4,8 +4,13 @@
 //! An entry names the target table, its columns (type, required or nullable, header aliases) and
 //! the natural key. Every target table also gets a `tenant_id` column, and the primary key is
 //! `(tenant_id, natural key…)`, so each tenant owns its own slice of every table.
+//!
+//! Table and column names are [`Ident`]s: validated (`[a-z_][a-z0-9_]*`, at most 63 bytes) and
+//! always written quoted into SQL, so reserved words such as `order` or `user` work as names.
+//! This module is public API: the admin console lists types and columns from it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -14,6 +19,52 @@ use serde::Deserialize;
 pub const TENANT_COLUMN: &str = "tenant_id";
 /// Name of the line-number column of PostgreSQL and SQLite staging tables.
 pub const LINE_COLUMN: &str = "importer_line";
+
+/// Default per-record size limit: longer records are rejected without being buffered whole.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// A SQL identifier from the registry (or one of the importer's own names). `Display` writes it
+/// quoted (`"order"`), which is how every statement the importer builds names tables and
+/// columns; [`Ident::as_str`] is the bare name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ident(String);
+
+impl Ident {
+    /// Checks `[a-z_][a-z0-9_]*`, at most 63 bytes (PostgreSQL's limit, the same in SQLite).
+    pub fn new(name: &str) -> Result<Self, String> {
+        if is_identifier(name) {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "{name:?} must match [a-z_][a-z0-9_]* (at most 63 bytes)"
+            ))
+        }
+    }
+
+    /// One of the importer's own constant names.
+    pub fn fixed(name: &'static str) -> Self {
+        debug_assert!(is_identifier(name));
+        Self(name.to_string())
+    }
+
+    /// The bare name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Validated names hold no quote; doubling keeps the rule total anyway.
+        write!(f, "\"{}\"", self.0.replace('"', "\"\""))
+    }
+}
+
+impl PartialEq<str> for Ident {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
 
 /// A registry that failed to load or validate. Its message names the file and the entry.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +77,7 @@ pub enum RegistryError {
     #[error("registry {path}: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("registry {path}: type {module:?}: {problem}")]
     Invalid {
@@ -148,7 +199,7 @@ impl ColumnType {
 /// One column of a target table.
 #[derive(Debug, Clone)]
 pub struct Column {
-    pub name: String,
+    pub name: Ident,
     pub ty: ColumnType,
     pub required: bool,
     /// Header spellings accepted besides `name`, compared case-insensitively.
@@ -159,17 +210,24 @@ pub struct Column {
 #[derive(Debug, Clone)]
 pub struct TypeDef {
     pub module: String,
-    pub table: String,
+    pub table: Ident,
     pub description: Option<String>,
     pub columns: Vec<Column>,
     /// Indexes into `columns`, in key order. The tenant is always part of the key too.
     pub key: Vec<usize>,
+    /// Records longer than this many bytes are rejected; `None` takes the command-line default.
+    pub max_record_bytes: Option<usize>,
 }
 
 impl TypeDef {
     /// The natural key's column names (without the tenant).
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
         self.key.iter().map(|&i| self.columns[i].name.as_str())
+    }
+
+    /// The natural key's columns (without the tenant).
+    pub fn key_idents(&self) -> impl Iterator<Item = &Ident> {
+        self.key.iter().map(|&i| &self.columns[i].name)
     }
 
     /// Indexes of the columns outside the natural key.
@@ -198,6 +256,8 @@ struct RawType {
     description: Option<String>,
     natural_key: Vec<String>,
     columns: Vec<RawColumn>,
+    #[serde(default)]
+    max_record_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -241,9 +301,9 @@ impl Registry {
     /// Parses and validates registry text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
         let raw: RawRegistry =
-            serde_yaml::from_str(text).map_err(|source| RegistryError::Parse {
+            serde_saphyr::from_str(text).map_err(|source| RegistryError::Parse {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         if raw.types.is_empty() {
             return Err(RegistryError::Empty {
@@ -306,6 +366,12 @@ fn validate_type(t: &RawType) -> Result<TypeDef, String> {
             "table {table:?} must match [a-z_][a-z0-9_]* and not start with import_"
         ));
     }
+    let table = Ident::new(&table)?;
+    if t.max_record_bytes
+        .is_some_and(|n| !(64..=1 << 30).contains(&n))
+    {
+        return Err("max_record_bytes must be between 64 and 1073741824".into());
+    }
     if t.columns.is_empty() {
         return Err("no columns".into());
     }
@@ -329,7 +395,7 @@ fn validate_type(t: &RawType) -> Result<TypeDef, String> {
             }
         }
         columns.push(Column {
-            name: c.name.clone(),
+            name: Ident::new(&c.name)?,
             ty,
             required: c.required,
             aliases: c.aliases.clone(),
@@ -342,7 +408,7 @@ fn validate_type(t: &RawType) -> Result<TypeDef, String> {
     for k in &t.natural_key {
         let i = columns
             .iter()
-            .position(|c| &c.name == k)
+            .position(|c| c.name == *k.as_str())
             .ok_or_else(|| format!("natural_key column {k:?} is not a column"))?;
         if !columns[i].required {
             return Err(format!("natural_key column {k:?} must be required"));
@@ -358,6 +424,7 @@ fn validate_type(t: &RawType) -> Result<TypeDef, String> {
         description: t.description.clone(),
         columns,
         key,
+        max_record_bytes: t.max_record_bytes,
     })
 }
 
@@ -377,7 +444,8 @@ mod tests {
         )
         .unwrap();
         let t = r.get("sales-orders").unwrap();
-        assert_eq!(t.table, "sales_orders");
+        assert_eq!(t.table.as_str(), "sales_orders");
+        assert_eq!(t.table.to_string(), "\"sales_orders\"");
         assert_eq!(t.key, vec![0]);
         assert_eq!(t.columns[1].ty, ColumnType::Decimal(Some((12, 2))));
         assert_eq!(t.columns[1].ty.postgres_type(), "numeric(12,2)");
@@ -393,6 +461,7 @@ mod tests {
             ("natural_key: [id]\n  columns:\n  - {name: Id, type: int, required: true}", "must match"),
             ("natural_key: [id]\n  columns:\n  - {name: id, type: int, required: true}\n  - {name: b, type: int, aliases: [ID]}", "more than one column"),
             ("natural_key: [id]\n  columns:\n  - {name: tenant_id, type: int, required: true}", "must match"),
+            ("natural_key: [id]\n  max_record_bytes: 1\n  columns:\n  - {name: id, type: int, required: true}", "max_record_bytes"),
         ];
         for (body, want) in cases {
             let err = parse(&format!("types:\n- module: m\n  {body}\n"))
@@ -401,6 +470,29 @@ mod tests {
             assert!(err.contains(want), "{err} should contain {want}");
             assert!(err.contains("\"m\""), "{err} should name the module");
         }
+    }
+
+    /// YAML that doesn't fit the schema is refused with the key named (serde-saphyr).
+    #[test]
+    fn parse_errors_name_the_key() {
+        for (text, want) in [
+            ("types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, colour: red}\n", "colour"),
+            ("types:\n- module: m\n  columns:\n  - {name: id, type: int}\n", "natural_key"),
+            ("types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, required: maybe}\n", "required"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should name {want}");
+            assert!(err.starts_with("registry r.yaml: "), "{err}");
+        }
+    }
+
+    /// Reserved words are fine as names: every statement quotes them.
+    #[test]
+    fn reserved_words_are_quoted() {
+        let r = parse("types:\n- module: order\n  natural_key: [user]\n  columns:\n  - {name: user, type: int, required: true}\n  - {name: select, type: text}\n").unwrap();
+        let t = r.get("order").unwrap();
+        assert_eq!(t.table.to_string(), "\"order\"");
+        assert_eq!(t.columns[1].name.to_string(), "\"select\"");
     }
 
     /// The shipped example registry is valid.

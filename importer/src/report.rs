@@ -70,7 +70,7 @@ pub fn summary(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<24} {:<9} {:>10} {:>10} {:>9} {:>10} {:>8} {:>10}  error",
+        "{:<16} {:<24} {:<11} {:>10} {:>10} {:>9} {:>10} {:>8} {:>10}  error",
         "tenant", "module", "status", "read", "loaded", "rejected", "written", "secs", "rows/s"
     );
     let mut totals = [0u64; 4];
@@ -91,7 +91,7 @@ pub fn summary(outcomes: &[Outcome]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:<9} {:>10} {:>10} {:>9} {:>10} {:>8.2} {:>10.0}  {}",
+            "{:<16} {:<24} {:<11} {:>10} {:>10} {:>9} {:>10} {:>8.2} {:>10.0}  {}",
             o.tenant,
             o.module,
             o.status.as_str(),
@@ -107,7 +107,7 @@ pub fn summary(outcomes: &[Outcome]) -> String {
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let _ = writeln!(
         out,
-        "{:<16} {:<24} {:<9} {:>10} {:>10} {:>9} {:>10}",
+        "{:<16} {:<24} {:<11} {:>10} {:>10} {:>9} {:>10}",
         "total",
         format!("{} files", outcomes.len()),
         "",
@@ -118,11 +118,13 @@ pub fn summary(outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(
         out,
-        "loaded {}, duplicate {}, missing {}, failed {}",
+        "loaded {}, duplicate {}, missing {}, empty {}, failed {}, interrupted {}",
         count(Status::Loaded),
         count(Status::Duplicate),
         count(Status::Missing),
-        count(Status::Failed)
+        count(Status::Empty),
+        count(Status::Failed),
+        count(Status::Interrupted)
     );
     out
 }

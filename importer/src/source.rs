@@ -12,18 +12,21 @@ use std::path::Path;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-/// Why an input was refused before any row was read.
+/// Why an input was refused before any row was read. The message starts with the layer that
+/// failed (JSON, base64, zip) and says where.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("read: {0}")]
     Io(#[from] std::io::Error),
-    #[error("payload is not the expected JSON object: {0}")]
-    Payload(String),
-    #[error("payload data is not valid base64: {0}")]
-    Base64(std::io::Error),
+    /// `at` is the byte offset in the payload (a problem inside the `data` string carries its
+    /// offset in the message).
+    #[error("JSON: byte {at}: {problem}")]
+    Json { at: u64, problem: String },
+    #[error("base64: the \"data\" string (from byte {at}) is not valid base64: {source}")]
+    Base64 { at: u64, source: std::io::Error },
     #[error("zip: {0}")]
     Zip(#[from] zip::result::ZipError),
-    #[error("zip must hold exactly one CSV file, found {0}")]
+    #[error("zip: must hold exactly one CSV file, found {0}")]
     ZipEntries(usize),
 }
 
@@ -86,10 +89,27 @@ impl Prepared {
                 file.rewind()?;
                 let mut archive = zip::ZipArchive::new(BufReader::new(file))?;
                 let index = single_entry(&mut archive)?;
-                let mut entry = archive.by_index(index)?;
-                Ok(f(&mut entry))
+                let entry = archive.by_index(index)?;
+                let name = entry.name().to_string();
+                let out = f(&mut ZipEntry { entry, name });
+                Ok(out)
             }
         }
+    }
+}
+
+/// A zip entry whose read errors name the layer and the entry (a damaged deflate stream or a
+/// bad checksum shows up only while the CSV is read).
+struct ZipEntry<R> {
+    entry: R,
+    name: String,
+}
+
+impl<R: Read> Read for ZipEntry<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.entry
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("zip: entry {:?}: {e}", self.name)))
     }
 }
 
@@ -138,9 +158,9 @@ pub fn prepare(mut file: File, kind: Kind, temp_dir: &Path) -> Result<Prepared, 
             })
         }
         Kind::Payload => {
-            let mut input = BufReader::with_capacity(256 * 1024, file);
+            let input = BufReader::with_capacity(256 * 1024, file);
             let zip = tempfile::tempfile_in(temp_dir)?;
-            let module = decode_payload(&mut input, &zip)?;
+            let module = decode_payload(input, &zip)?;
             let mut archive = zip::ZipArchive::new(BufReader::new(zip.try_clone()?))?;
             single_entry(&mut archive)?;
             Ok(Prepared {
@@ -151,167 +171,423 @@ pub fn prepare(mut file: File, kind: Kind, temp_dir: &Path) -> Result<Prepared, 
     }
 }
 
-fn payload_err(msg: impl Into<String>) -> SourceError {
-    SourceError::Payload(msg.into())
+/// A streaming reader of the payload JSON that knows its byte offset, for error messages.
+struct Json<R> {
+    input: R,
+    at: u64,
 }
 
-fn peek(input: &mut impl BufRead) -> Result<Option<u8>, SourceError> {
-    Ok(input.fill_buf()?.first().copied())
+/// A JSON-level problem met inside the `data` string, passed through the base64 decoder.
+#[derive(Debug)]
+struct InString {
+    at: u64,
+    problem: String,
 }
 
-fn skip_ws(input: &mut impl BufRead) -> Result<Option<u8>, SourceError> {
-    loop {
-        match peek(input)? {
-            Some(c) if c.is_ascii_whitespace() => input.consume(1),
-            other => return Ok(other),
-        }
+impl std::fmt::Display for InString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "byte {}: {}", self.at, self.problem)
     }
 }
 
-fn expect(input: &mut impl BufRead, want: u8) -> Result<(), SourceError> {
-    match skip_ws(input)? {
-        Some(c) if c == want => {
-            input.consume(1);
-            Ok(())
-        }
-        Some(c) => Err(payload_err(format!(
-            "expected {:?}, found {:?}",
-            want as char, c as char
-        ))),
-        None => Err(payload_err(format!(
-            "expected {:?}, found end of input",
-            want as char
-        ))),
-    }
-}
+impl std::error::Error for InString {}
 
-/// Reads a short JSON string (after its opening quote), up to `limit` bytes.
-fn small_string(input: &mut impl BufRead, limit: usize) -> Result<String, SourceError> {
-    let mut out = Vec::new();
-    loop {
-        let c = peek(input)?.ok_or_else(|| payload_err("unterminated string"))?;
-        input.consume(1);
-        match c {
-            b'"' => break,
-            b'\\' => {
-                let e = peek(input)?.ok_or_else(|| payload_err("unterminated string"))?;
-                input.consume(1);
-                match e {
-                    b'"' | b'\\' | b'/' => out.push(e),
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'r' => out.push(b'\r'),
-                    b'b' => out.push(8),
-                    b'f' => out.push(12),
-                    b'u' => {
-                        let mut hex = [0u8; 4];
-                        input.read_exact(&mut hex)?;
-                        let code = std::str::from_utf8(&hex)
-                            .ok()
-                            .and_then(|h| u32::from_str_radix(h, 16).ok())
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| payload_err("bad \\u escape"))?;
-                        let mut b = [0u8; 4];
-                        out.extend_from_slice(code.encode_utf8(&mut b).as_bytes());
+/// Nesting allowed in values the importer skips.
+const MAX_DEPTH: usize = 512;
+
+impl<R: BufRead> Json<R> {
+    fn err(&self, problem: impl Into<String>) -> SourceError {
+        SourceError::Json {
+            at: self.at,
+            problem: problem.into(),
+        }
+    }
+
+    fn peek(&mut self) -> Result<Option<u8>, SourceError> {
+        Ok(self.input.fill_buf()?.first().copied())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.input.consume(n);
+        self.at += n as u64;
+    }
+
+    fn next(&mut self, what: &str) -> Result<u8, SourceError> {
+        let c = self
+            .peek()?
+            .ok_or_else(|| self.err(format!("end of input inside {what}")))?;
+        self.consume(1);
+        Ok(c)
+    }
+
+    /// Skips JSON whitespace (space, tab, CR, LF only) and peeks.
+    fn skip_ws(&mut self) -> Result<Option<u8>, SourceError> {
+        loop {
+            match self.peek()? {
+                Some(b' ' | b'\t' | b'\r' | b'\n') => self.consume(1),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), SourceError> {
+        match self.skip_ws()? {
+            Some(c) if c == want => {
+                self.consume(1);
+                Ok(())
+            }
+            Some(c) => Err(self.err(format!(
+                "expected {:?}, found {:?}",
+                want as char, c as char
+            ))),
+            None => Err(self.err(format!("expected {:?}, found end of input", want as char))),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, SourceError> {
+        let mut v = 0;
+        for _ in 0..4 {
+            let c = self.next("a \\u escape")?;
+            let d = (c as char)
+                .to_digit(16)
+                .ok_or_else(|| self.err("bad \\u escape"))?;
+            v = v * 16 + d;
+        }
+        Ok(v)
+    }
+
+    /// The character of a `\u` escape (after `\u`), surrogate pairs included.
+    fn unicode_escape(&mut self) -> Result<char, SourceError> {
+        let hi = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&hi) {
+            if self.next("a string")? != b'\\' || self.next("a string")? != b'u' {
+                return Err(self.err("unpaired surrogate in \\u escape"));
+            }
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(self.err("unpaired surrogate in \\u escape"));
+            }
+            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| self.err("unpaired surrogate in \\u escape"))
+    }
+
+    /// The character a simple escape stands for (after the backslash), or `None` for `\u`.
+    fn escape(&mut self) -> Result<Option<char>, SourceError> {
+        Ok(Some(match self.next("a string")? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'u' => return Ok(None),
+            _ => return Err(self.err("bad escape in string")),
+        }))
+    }
+
+    /// Reads a short JSON string (after its opening quote), up to `limit` bytes, or skips one of
+    /// any length without keeping it (`limit` = `None`). Either way the string is checked: no
+    /// control characters, valid escapes, valid UTF-8.
+    fn string(&mut self, limit: Option<usize>) -> Result<String, SourceError> {
+        let mut out = Vec::new();
+        let mut utf8 = Utf8::default();
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Err(self.err("unterminated string"));
+            }
+            // A run of plain bytes at once.
+            let run = buf
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(buf.len());
+            if !utf8.feed(&buf[..run]) {
+                return Err(self.err("string is not UTF-8"));
+            }
+            if let Some(limit) = limit {
+                if out.len() + run > limit {
+                    return Err(self.err(format!("string longer than {limit} bytes")));
+                }
+                out.extend_from_slice(&buf[..run]);
+            }
+            let stop = buf.get(run).copied();
+            self.consume(run);
+            match stop {
+                None => {}
+                Some(b'"') => {
+                    self.consume(1);
+                    if !utf8.complete() {
+                        return Err(self.err("string is not UTF-8"));
                     }
-                    _ => return Err(payload_err("bad escape in string")),
+                    break;
+                }
+                Some(b'\\') => {
+                    if !utf8.complete() {
+                        return Err(self.err("string is not UTF-8"));
+                    }
+                    self.consume(1);
+                    let c = match self.escape()? {
+                        Some(c) => c,
+                        None => self.unicode_escape()?,
+                    };
+                    if let Some(limit) = limit {
+                        let mut b = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                        if out.len() > limit {
+                            return Err(self.err(format!("string longer than {limit} bytes")));
+                        }
+                    }
+                }
+                Some(_) => return Err(self.err("control character in string")),
+            }
+        }
+        String::from_utf8(out).map_err(|_| self.err("string is not UTF-8"))
+    }
+
+    /// Skips a JSON number, checking its grammar.
+    fn number(&mut self) -> Result<(), SourceError> {
+        let bad = |j: &Self| j.err("bad number");
+        let digits = |j: &mut Self| -> Result<usize, SourceError> {
+            let mut n = 0;
+            while j.peek()?.is_some_and(|c| c.is_ascii_digit()) {
+                j.consume(1);
+                n += 1;
+            }
+            Ok(n)
+        };
+        if self.peek()? == Some(b'-') {
+            self.consume(1);
+        }
+        match self.peek()? {
+            Some(b'0') => self.consume(1),
+            Some(b'1'..=b'9') => {
+                digits(self)?;
+            }
+            _ => return Err(bad(self)),
+        }
+        if self.peek()? == Some(b'.') {
+            self.consume(1);
+            if digits(self)? == 0 {
+                return Err(bad(self));
+            }
+        }
+        if matches!(self.peek()?, Some(b'e' | b'E')) {
+            self.consume(1);
+            if matches!(self.peek()?, Some(b'+' | b'-')) {
+                self.consume(1);
+            }
+            if digits(self)? == 0 {
+                return Err(bad(self));
+            }
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), SourceError> {
+        for &w in word {
+            if self.peek()? != Some(w) {
+                return Err(self.err("bad literal"));
+            }
+            self.consume(1);
+        }
+        Ok(())
+    }
+
+    /// Skips any JSON value without holding it (used for keys the importer doesn't know),
+    /// checking it is well-formed.
+    fn skip_value(&mut self) -> Result<(), SourceError> {
+        // One entry per open container: is it an object, and is the next thing a key?
+        let mut stack: Vec<bool> = Vec::new();
+        loop {
+            // A value.
+            let c = self
+                .skip_ws()?
+                .ok_or_else(|| self.err("end of input inside a value"))?;
+            match c {
+                b'"' => {
+                    self.consume(1);
+                    self.string(None)?;
+                }
+                b'{' | b'[' => {
+                    self.consume(1);
+                    if stack.len() == MAX_DEPTH {
+                        return Err(self.err("values nested too deeply"));
+                    }
+                    let object = c == b'{';
+                    let close = if object { b'}' } else { b']' };
+                    if self.skip_ws()? == Some(close) {
+                        self.consume(1);
+                    } else {
+                        stack.push(object);
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                c => return Err(self.err(format!("unexpected {:?}", c as char))),
+            }
+            // After a value: close containers or move to the next element.
+            loop {
+                let Some(&object) = stack.last() else {
+                    return Ok(());
+                };
+                let close = if object { b'}' } else { b']' };
+                match self.skip_ws()? {
+                    Some(b',') => {
+                        self.consume(1);
+                        if object {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    Some(c) if c == close => {
+                        self.consume(1);
+                        stack.pop();
+                    }
+                    _ => {
+                        return Err(
+                            self.err(format!("expected ',' or {:?} in a value", close as char))
+                        )
+                    }
                 }
             }
-            c => out.push(c),
-        }
-        if out.len() > limit {
-            return Err(payload_err(format!("string longer than {limit} bytes")));
         }
     }
-    String::from_utf8(out).map_err(|_| payload_err("string is not UTF-8"))
+
+    /// An object key and its colon.
+    fn key(&mut self) -> Result<(), SourceError> {
+        self.expect(b'"')?;
+        self.string(None)?;
+        self.expect(b':')
+    }
 }
 
-/// Skips any JSON value; used for keys the importer doesn't know.
-fn skip_value(input: &mut impl BufRead) -> Result<(), SourceError> {
-    let mut depth = 0usize;
-    loop {
-        let c = skip_ws(input)?.ok_or_else(|| payload_err("unexpected end of input"))?;
-        match c {
-            b'"' => {
-                input.consume(1);
-                small_string(input, usize::MAX)?;
-            }
-            b'{' | b'[' => {
-                input.consume(1);
-                depth += 1;
-            }
-            b'}' | b']' if depth > 0 => {
-                input.consume(1);
-                depth -= 1;
-            }
-            b',' | b':' if depth > 0 => input.consume(1),
-            _ if depth > 0 || c.is_ascii_alphanumeric() || c == b'-' => {
-                while peek(input)?.is_some_and(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
-                {
-                    input.consume(1);
+/// Incremental UTF-8 validation across buffer boundaries.
+#[derive(Default)]
+struct Utf8 {
+    /// Continuation bytes still expected, and the bytes of the character so far.
+    pending: Vec<u8>,
+    need: usize,
+}
+
+impl Utf8 {
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if bytes.is_ascii() && self.need == 0 {
+            return true;
+        }
+        // Finish a character split across buffers first.
+        while self.need > 0 {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return true;
+            };
+            self.pending.push(b);
+            self.need -= 1;
+            bytes = rest;
+            if self.need == 0 {
+                if std::str::from_utf8(&self.pending).is_err() {
+                    return false;
                 }
+                self.pending.clear();
             }
-            _ => return Err(payload_err(format!("unexpected {:?}", c as char))),
         }
-        if depth == 0 {
-            return Ok(());
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            Err(e) => match e.error_len() {
+                Some(_) => false,
+                None => {
+                    // An incomplete character at the end: keep it for the next buffer.
+                    let tail = &bytes[e.valid_up_to()..];
+                    let width = match tail[0] {
+                        0xC2..=0xDF => 2,
+                        0xE0..=0xEF => 3,
+                        _ => 4,
+                    };
+                    self.pending = tail.to_vec();
+                    self.need = width - tail.len();
+                    true
+                }
+            },
         }
+    }
+
+    fn complete(&self) -> bool {
+        self.need == 0
     }
 }
 
-/// The characters of a JSON string holding base64, without its escapes (`\/` becomes `/`,
-/// escaped line breaks are dropped). Ends at the closing quote.
+/// The characters of a JSON string holding base64, unescaped, without line breaks (escaped
+/// `\n` and `\r`, as some encoders wrap base64). Ends at the closing quote.
 struct Base64Chars<'a, R> {
-    input: &'a mut R,
-    escape: bool,
+    json: &'a mut Json<R>,
     done: bool,
+}
+
+impl<R: BufRead> Base64Chars<'_, R> {
+    fn in_string(e: SourceError) -> std::io::Error {
+        let inner = match e {
+            SourceError::Io(e) => return e,
+            SourceError::Json { at, problem } => InString { at, problem },
+            e => InString {
+                at: 0,
+                problem: e.to_string(),
+            },
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidData, inner)
+    }
 }
 
 impl<R: BufRead> Read for Base64Chars<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut n = 0;
         while n < buf.len() && !self.done {
-            let avail = self.input.fill_buf()?;
+            let avail = self.json.input.fill_buf()?;
             if avail.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "payload ends inside the data string",
+                return Err(Self::in_string(
+                    self.json.err("payload ends inside the \"data\" string"),
                 ));
-            }
-            if self.escape {
-                match avail[0] {
-                    b'/' => {
-                        buf[n] = b'/';
-                        n += 1;
-                    }
-                    b'n' | b'r' => {}
-                    c => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("unexpected escape \\{} in base64 data", c as char),
-                        ))
-                    }
-                }
-                self.escape = false;
-                self.input.consume(1);
-                continue;
             }
             let window = &avail[..avail.len().min(buf.len() - n)];
             let run = window
                 .iter()
-                .position(|&c| c == b'"' || c == b'\\')
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(window.len());
             buf[n..n + run].copy_from_slice(&window[..run]);
             n += run;
-            if run < window.len() {
-                if window[run] == b'"' {
+            let stop = window.get(run).copied();
+            self.json.consume(run);
+            match stop {
+                None => {}
+                Some(b'"') => {
+                    self.json.consume(1);
                     self.done = true;
-                } else {
-                    self.escape = true;
                 }
-                self.input.consume(run + 1);
-            } else {
-                self.input.consume(run);
+                Some(b'\\') => {
+                    self.json.consume(1);
+                    let c = match self.json.escape().map_err(Self::in_string)? {
+                        Some(c) => c,
+                        None => self.json.unicode_escape().map_err(Self::in_string)?,
+                    };
+                    if c != '\n' && c != '\r' {
+                        // Anything but ASCII is no base64 symbol; the decoder says so.
+                        buf[n] = if c.is_ascii() { c as u8 } else { 0xff };
+                        n += 1;
+                    }
+                }
+                Some(_) => {
+                    return Err(Self::in_string(
+                        self.json.err("control character in string"),
+                    ))
+                }
             }
         }
         Ok(n)
@@ -323,62 +599,85 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Scans the payload object, streaming `data` through a base64 decoder into `zip`.
+/// Scans the payload object, streaming `data` through a base64 decoder into `out`.
 /// Returns `module_name`.
-fn decode_payload(input: &mut impl BufRead, zip: &File) -> Result<String, SourceError> {
-    expect(input, b'{')?;
+fn decode_payload(input: impl BufRead, out: impl Write) -> Result<String, SourceError> {
+    let mut json = Json { input, at: 0 };
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    json.expect(b'{')?;
     let mut module = None;
     let mut data = false;
-    if skip_ws(input)? == Some(b'}') {
-        input.consume(1);
+    if json.skip_ws()? == Some(b'}') {
+        json.consume(1);
     } else {
         loop {
-            expect(input, b'"')?;
-            let key = small_string(input, 1024)?;
-            expect(input, b':')?;
+            json.expect(b'"')?;
+            let key = json.string(Some(1024))?;
+            json.expect(b':')?;
+            let twice = |json: &Json<_>| json.err(format!("key {key:?} appears twice"));
             match key.as_str() {
                 "module_name" => {
-                    expect(input, b'"')?;
-                    module = Some(small_string(input, 1024)?);
+                    if module.is_some() {
+                        return Err(twice(&json));
+                    }
+                    json.expect(b'"')?;
+                    module = Some(json.string(Some(1024))?);
                 }
                 "data" => {
-                    expect(input, b'"')?;
+                    if data {
+                        return Err(twice(&json));
+                    }
+                    json.expect(b'"')?;
+                    let start = json.at;
                     let chars = Base64Chars {
-                        input: &mut *input,
-                        escape: false,
+                        json: &mut json,
                         done: false,
                     };
                     let mut decoder = base64::read::DecoderReader::new(chars, &BASE64);
-                    let mut out = BufWriter::with_capacity(256 * 1024, zip);
-                    std::io::copy(&mut decoder, &mut out).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                            SourceError::Base64(e)
+                    std::io::copy(&mut decoder, &mut out).map_err(|e| {
+                        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<InString>())
+                        {
+                            return SourceError::Json {
+                                at: inner.at,
+                                problem: inner.problem.clone(),
+                            };
                         }
-                        _ => SourceError::Io(e),
+                        match e.kind() {
+                            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                                SourceError::Base64 {
+                                    at: start,
+                                    source: e,
+                                }
+                            }
+                            _ => SourceError::Io(e),
+                        }
                     })?;
-                    out.flush()?;
                     data = true;
                 }
-                _ => skip_value(input)?,
+                _ => json.skip_value()?,
             }
-            match skip_ws(input)? {
-                Some(b',') => input.consume(1),
+            match json.skip_ws()? {
+                Some(b',') => json.consume(1),
                 Some(b'}') => {
-                    input.consume(1);
+                    json.consume(1);
                     break;
                 }
-                _ => return Err(payload_err("expected ',' or '}' after a value")),
+                _ => return Err(json.err("expected ',' or '}' after a value")),
             }
         }
     }
-    if skip_ws(input)?.is_some() {
-        return Err(payload_err("trailing bytes after the object"));
+    if json.skip_ws()?.is_some() {
+        return Err(json.err("trailing bytes after the object"));
     }
     if !data {
-        return Err(payload_err("no \"data\" field"));
+        return Err(json.err("no \"data\" field"));
     }
-    module.ok_or_else(|| payload_err("no \"module_name\" field"))
+    out.flush()?;
+    module.ok_or_else(|| json.err("no \"module_name\" field"))
 }
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {
@@ -472,9 +771,17 @@ mod tests {
             (r#"{"module_name":"m"}"#.to_string(), "no \"data\""),
             (
                 format!(r#"{{"module_name":"m","data":"{b64}"#),
-                "not valid base64",
+                "payload ends inside the \"data\" string",
             ),
-            (r#"["x"]"#.to_string(), "expected '{'"),
+            (r#"["x"]"#.to_string(), "JSON: byte 0: expected '{'"),
+            (
+                format!(r#"{{"module_name":"m","x":tru,"data":"{b64}"}}"#),
+                "bad literal",
+            ),
+            (
+                format!(r#"{{"module_name":"m","module_name":"m","data":"{b64}"}}"#),
+                "appears twice",
+            ),
         ];
         for (body, want) in cases {
             let err = prepare(

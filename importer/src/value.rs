@@ -1,7 +1,11 @@
 //! Field validation: turns one raw CSV field into a typed [`Field`] or a reject reason.
 //!
 //! The checks are a strict subset of what PostgreSQL accepts for the same column type, so a
-//! row that passes here never makes a `COPY` fail halfway through a file. An empty field is NULL.
+//! row that passes here never makes a `COPY` fail halfway through a file.
+//!
+//! Empty fields follow `psql \copy`: an unquoted empty field is NULL; a quoted empty field
+//! (`""`) is an empty string in a text column. Other types have no empty value, so there `""` is
+//! NULL too (where `\copy` would refuse the whole file).
 
 use crate::registry::ColumnType;
 
@@ -55,14 +59,23 @@ fn ascii(raw: &[u8]) -> Result<&str, String> {
     }
 }
 
-/// Validates one field for a column type. `required` turns an empty field into an error.
-pub fn parse_field(ty: ColumnType, required: bool, raw: &[u8]) -> Result<Field<'_>, String> {
+/// Validates one field for a column type. `required` turns a NULL into an error; `quoted` says
+/// the field was quoted in the file (`""` is an empty string, not NULL, in a text column).
+pub fn parse_field(
+    ty: ColumnType,
+    required: bool,
+    raw: &[u8],
+    quoted: bool,
+) -> Result<Field<'_>, String> {
     let value = if ty == ColumnType::Text {
         raw
     } else {
         trim(raw)
     };
     if value.is_empty() {
+        if quoted && ty == ColumnType::Text {
+            return Ok(Field::Text(""));
+        }
         return if required {
             Err("required value is empty".into())
         } else {
@@ -228,11 +241,11 @@ mod tests {
     use ColumnType::*;
 
     fn ok(ty: ColumnType, raw: &str) -> Field<'_> {
-        parse_field(ty, false, raw.as_bytes()).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+        parse_field(ty, false, raw.as_bytes(), false).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
     }
 
     fn err(ty: ColumnType, raw: &str) -> String {
-        parse_field(ty, false, raw.as_bytes()).expect_err(raw)
+        parse_field(ty, false, raw.as_bytes(), false).expect_err(raw)
     }
 
     /// Well-formed values of every type are accepted and typed.
@@ -289,11 +302,23 @@ mod tests {
         assert!(err(TimestampTz, "2024-01-02 10:00:00").contains("with zone"));
         assert!(err(TimestampTz, "2024-01-02 10:00:00+16").contains("with zone"));
         assert!(err(Text, "a\0b").contains("NUL"));
-        assert!(parse_field(Text, false, b"\xff")
+        assert!(parse_field(Text, false, b"\xff", false)
             .unwrap_err()
             .contains("UTF-8"));
-        assert!(parse_field(Int, true, b"")
+        assert!(parse_field(Int, true, b"", false)
             .unwrap_err()
             .contains("required"));
+        assert!(parse_field(Text, true, b"", false)
+            .unwrap_err()
+            .contains("required"));
+    }
+
+    /// `""` is an empty string in a text column (required or not) and NULL elsewhere.
+    #[test]
+    fn quoted_empty() {
+        assert_eq!(parse_field(Text, true, b"", true), Ok(Field::Text("")));
+        assert_eq!(parse_field(Text, false, b"", false), Ok(Field::Null));
+        assert_eq!(parse_field(Int, false, b"", true), Ok(Field::Null));
+        assert!(parse_field(Int, true, b"", true).is_err());
     }
 }

@@ -81,6 +81,118 @@ fn usage_errors_exit_64() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("importer: "), "{args:?}: {stderr}");
     }
+    // The line names what is wrong, and never a database password.
+    let named: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--registry",
+                reg,
+                "load",
+                reg,
+                "--tenant",
+                "acme",
+                "--module",
+                "nosuch",
+            ],
+            "--module \"nosuch\": not in the registry",
+        ),
+        (
+            vec![
+                "--registry",
+                reg,
+                "--database-url",
+                "postgress://me:s3cret@db/x",
+                "types",
+            ],
+            "neither postgres",
+        ),
+        (
+            vec![
+                "--registry",
+                reg,
+                "--database-url",
+                "postgres://me:s3cret@db/x",
+                "types",
+            ],
+            "sslmode Prefer may connect in plaintext",
+        ),
+        (
+            vec![
+                "--registry",
+                reg,
+                "--database-url",
+                "postgres://me:s3cret@db/x?sslmode=allow",
+                "types",
+            ],
+            "postgres://me:***@db/x?sslmode=allow",
+        ),
+    ];
+    for (args, want) in named {
+        let out = bin(&args, s.dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{stderr} should contain {want}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+}
+
+/// A database created before migration 0002 keeps its runs and rejects, and takes the new
+/// statuses.
+#[tokio::test]
+async fn migrates_a_0001_database() {
+    let s = support::Scratch::new();
+    let b = support::sqlite(&s);
+    let support::Backend::Sqlite(path) = &b else {
+        unreachable!()
+    };
+    {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_import_runs.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO import_runs (id, tenant, module, source, started_at, status)
+                 VALUES (7, 'acme', 'orders', 'old.csv', '2026-01-01T00:00:00Z', 'succeeded');
+             INSERT INTO import_rejects (run_id, file, line, raw_record, reason)
+                 VALUES (7, 'old.csv', 2, 'x', 'bad');",
+        )
+        .unwrap();
+    }
+    let f = s.file("empty.csv", "");
+    let r = support::importer(
+        &s,
+        &b,
+        &[
+            "load",
+            f.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.outcomes[0].status,
+        importer::job::Status::Empty,
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        b.rows("SELECT CAST(id AS TEXT), status FROM import_runs ORDER BY id")
+            .await,
+        vec![vec!["7", "succeeded"], vec!["8", "empty"]]
+    );
+    assert_eq!(
+        b.value("SELECT reason FROM import_rejects WHERE run_id = 7")
+            .await,
+        "bad"
+    );
+    assert_eq!(
+        b.value("SELECT CAST(user_version AS TEXT) FROM pragma_user_version")
+            .await,
+        "2"
+    );
 }
 
 /// The default database is importer.db in the working directory; a failed file exits 1.
@@ -111,7 +223,7 @@ fn default_sqlite_file_and_exit_codes() {
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
-        summary.contains("loaded 1, duplicate 0, missing 0, failed 0"),
+        summary.contains("loaded 1, duplicate 0, missing 0, empty 0, failed 0, interrupted 0"),
         "{summary}"
     );
     assert!(s.dir.path().join("importer.db").exists());

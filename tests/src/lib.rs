@@ -64,7 +64,13 @@ pub struct StackBuilder {
     default_tenant: Option<String>,
     api: Option<axum::Router>,
     auth_mode: Option<fakes::Mode>,
+    /// Builds the Envoy config from the sidecar's and the API's ports;
+    /// default `envoy/local.yaml`.
+    envoy_config: Option<EnvoyConfigFn>,
 }
+
+/// Builds an Envoy config text from the sidecar's and the API's ports.
+pub type EnvoyConfigFn = Box<dyn Fn(u16, u16) -> String + Send>;
 
 /// Fake auth server, fake API, sidecar and Envoy, wired together.
 pub struct Stack {
@@ -86,6 +92,7 @@ impl Stack {
             default_tenant: None,
             api: None,
             auth_mode: None,
+            envoy_config: None,
         }
     }
 
@@ -163,6 +170,13 @@ impl StackBuilder {
         self
     }
 
+    /// Run Envoy with the config `f(sidecar_port, api_port)` instead of
+    /// `envoy/local.yaml` (see [`procs::envoy_config`]).
+    pub fn envoy_config(mut self, f: impl Fn(u16, u16) -> String + Send + 'static) -> Self {
+        self.envoy_config = Some(Box::new(f));
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let auth = FakeAuth::start(self.lifetime).await;
         if let Some(mode) = self.auth_mode {
@@ -177,12 +191,19 @@ impl StackBuilder {
             }
         };
         let sidecar = Sidecar::start(&auth, &self.tenants, &self.sidecar_yaml_extra).await;
-        let envoy = Envoy::start(
-            sidecar.tokens_addr.port(),
-            fakes::port_of(&api_url),
-            self.default_tenant.as_deref(),
-        )
-        .await;
+        let envoy = match &self.envoy_config {
+            Some(f) => {
+                Envoy::start_with(&f(sidecar.tokens_addr.port(), fakes::port_of(&api_url))).await
+            }
+            None => {
+                Envoy::start(
+                    sidecar.tokens_addr.port(),
+                    fakes::port_of(&api_url),
+                    self.default_tenant.as_deref(),
+                )
+                .await
+            }
+        };
         Stack {
             auth,
             api,

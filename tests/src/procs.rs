@@ -322,6 +322,45 @@ pub fn local_config(
     serde_yaml::to_string(&doc).expect("serialize envoy config")
 }
 
+/// Any Envoy config file (relative to the repository root) for one test:
+/// admin and the `ingress` listener on port 0, the `sidecar` and
+/// `third_party_api` clusters on the given loopback ports, every `.wasm`
+/// path at the fresh build, then `f` for anything else the test must point
+/// elsewhere (a cache directory, a plugin configuration).
+pub fn envoy_config(
+    file: &str,
+    sidecar_port: u16,
+    api_port: u16,
+    f: &dyn Fn(&mut Value),
+) -> String {
+    let path = repo_root().join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
+    let mut doc: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {file}: {e}"));
+    set_port(&mut doc["admin"]["address"], 0);
+    let resources = &mut doc["static_resources"];
+    set_port(
+        &mut find_named(&mut resources["listeners"], "ingress")["address"],
+        0,
+    );
+    for (cluster, port) in [("sidecar", sidecar_port), ("third_party_api", api_port)] {
+        let c = find_named(&mut resources["clusters"], cluster);
+        let address =
+            &mut c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        address["socket_address"]["address"] = Value::from("127.0.0.1");
+        set_port(address, port);
+    }
+    rewrite_wasm(&mut doc, &filter_wasm().display().to_string(), "", &|_| {});
+    f(&mut doc);
+    serde_yaml::to_string(&doc).expect("serialize envoy config")
+}
+
+/// Applies `f` to the JSON plugin configuration of `root_id` in a config.
+pub fn rewrite_plugin(doc: &mut Value, root_id: &str, f: &dyn Fn(&mut serde_json::Value)) {
+    let wasm = filter_wasm().display().to_string();
+    rewrite_wasm(doc, &wasm, root_id, f);
+}
+
 impl Envoy {
     pub async fn start(sidecar_port: u16, api_port: u16, default_tenant: Option<&str>) -> Envoy {
         let default_tenant = default_tenant.map(str::to_string);

@@ -121,7 +121,18 @@ pub fn production_config(
     sidecar_port: u16,
     api_port: u16,
 ) -> String {
-    let path = crate::repo_root().join(identity.file());
+    production_config_file(identity.file(), files, sidecar_port, api_port)
+}
+
+/// [`production_config`] for any production file (relative to the
+/// repository root), e.g. the cache variant `envoy/cache.yaml`.
+pub fn production_config_file(
+    file: &str,
+    files: &Files,
+    sidecar_port: u16,
+    api_port: u16,
+) -> String {
+    let path = crate::repo_root().join(file);
     let text = std::fs::read_to_string(&path).expect("read production envoy config");
     let mut doc: Value = serde_yaml::from_str(&text).expect("parse production envoy config");
     doc["admin"]["address"]["socket_address"]["port_value"] = Value::from(0);
@@ -156,8 +167,17 @@ pub struct ProdStack {
 impl ProdStack {
     /// `callers` is each tenant's `callers:` YAML list (indented entries).
     pub async fn start(identity: Identity, callers: &[(&str, &str)]) -> ProdStack {
+        ProdStack::start_with_lifetime(identity, callers, 3600).await
+    }
+
+    /// Like [`ProdStack::start`], with tokens of `lifetime_secs`.
+    pub async fn start_with_lifetime(
+        identity: Identity,
+        callers: &[(&str, &str)],
+        lifetime_secs: u64,
+    ) -> ProdStack {
         let files = Files::new();
-        let auth = FakeAuth::start(3600).await;
+        let auth = FakeAuth::start(lifetime_secs).await;
         let api = FakeApi::start_tls(&files.api_cert.cert, &files.api_cert.key).await;
         let tenants: Vec<String> = callers.iter().map(|(t, _)| t.to_string()).collect();
         let per_tenant: BTreeMap<String, String> = callers

@@ -3,7 +3,7 @@
 //! makes Envoy refuse the config with one clear line.
 
 use e2e::procs::{config_with_built_wasm, envoy_run, envoy_validate};
-use e2e::prod::{production_config, Files, Identity};
+use e2e::prod::{production_config, production_config_file, Files, Identity};
 use e2e::repo_root;
 
 /// Each `envoy/*.yaml` validates with the freshly built filter.
@@ -22,12 +22,17 @@ fn shipped_configs_validate() {
         let config = match name.as_str() {
             "envoy.yaml" => production_config(Identity::Jwt, &files, 15001, 443),
             "envoy-mtls.yaml" => production_config(Identity::Mtls, &files, 15001, 443),
+            "cache.yaml" => production_config_file("envoy/cache.yaml", &files, 15001, 443),
             _ => config_with_built_wasm(&path, "", &|_| {}),
         };
         let (ok, out) = envoy_validate(&config);
         assert!(ok, "{} does not validate:\n{out}", path.display());
+        // The cache configs (envoy/cache*.yaml) run the injector as
+        // tenant_gate and cache_fill.
         assert!(
-            out.contains("bearer_injector configured"),
+            ["bearer_injector", "tenant_gate"]
+                .iter()
+                .any(|role| out.contains(&format!("{role} configured"))),
             "filter configured in validate mode"
         );
         checked += 1;

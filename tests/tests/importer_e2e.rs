@@ -156,9 +156,10 @@ async fn importer_run_through_the_proxy() {
     let out = run_importer(dir.path(), &stack.api_url);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("HTTP 401"), "{stdout}");
+    assert!(stdout.contains("HTTP: GET"), "{stdout}");
+    assert!(stdout.contains("status 401 Unauthorized"), "{stdout}");
     assert!(
-        stdout.contains("loaded 0, duplicate 0, missing 0, failed 4"),
+        stdout.contains("loaded 0, duplicate 0, missing 0, empty 0, failed 4, interrupted 0"),
         "{stdout}"
     );
     assert!(accepted.lock().unwrap().is_empty());
@@ -173,7 +174,7 @@ async fn importer_run_through_the_proxy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("loaded 2, duplicate 0, missing 2, failed 0"),
+        stdout.contains("loaded 2, duplicate 0, missing 2, empty 0, failed 0, interrupted 0"),
         "{stdout}"
     );
     assert_eq!(
@@ -204,7 +205,7 @@ async fn importer_run_through_the_proxy() {
     let out = run_importer(dir.path(), &stack.proxy_url());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("loaded 0, duplicate 2, missing 2, failed 0"),
+        stdout.contains("loaded 0, duplicate 2, missing 2, empty 0, failed 0, interrupted 0"),
         "{stdout}"
     );
     assert_eq!(

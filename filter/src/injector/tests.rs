@@ -522,3 +522,59 @@ fn decimal_versions() {
         assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
     }
 }
+
+/// mTLS with `san: ["uri", "dns"]`: the URI SAN when the certificate has
+/// one, else the DNS SAN; neither is 401.
+#[test]
+fn mtls_identity_falls_back_in_order() {
+    let host = FakeHost::default();
+    let snap = format!(
+        r#"{{"version":1,"tenants":{{"acme":{{"header":"Bearer a","expires_at_ms":{FAR},"version":1}}}},
+          "callers":{{"acme":[{{"id":"spiffe://td/ns/a/sa/b"}},{{"id":"legacy.example.com"}}]}}}}"#
+    );
+    host.shared
+        .borrow_mut()
+        .insert(SNAPSHOT_KEY.into(), snap.into_bytes());
+    host.shared
+        .borrow_mut()
+        .insert(VERSION_KEY.into(), b"1".to_vec());
+    let mut c = cfg(None);
+    c.identity = InjectorConfig::parse(br#"{"identity": {"mode": "mtls", "san": ["uri", "dns"]}}"#)
+        .unwrap()
+        .identity;
+    let inj = Injector::new(c, &host);
+    inj.tick(&host);
+    let with = |uri: Option<&str>, dns: Option<&str>| {
+        let mut h = FakeHost::with(&[("x-tenant-id", "acme")]);
+        if let Some(u) = uri {
+            h.props.insert(
+                "connection/uri_san_peer_certificate".into(),
+                u.as_bytes().to_vec(),
+            );
+        }
+        if let Some(d) = dns {
+            h.props.insert(
+                "connection/dns_san_peer_certificate".into(),
+                d.as_bytes().to_vec(),
+            );
+        }
+        inj.on_request(&h)
+    };
+    assert!(matches!(
+        with(Some("spiffe://td/ns/a/sa/b"), Some("x")),
+        Outcome::Injected { .. }
+    ));
+    assert!(matches!(
+        with(None, Some("legacy.example.com")),
+        Outcome::Injected { .. }
+    ));
+    assert_eq!(
+        with(
+            Some("spiffe://td/ns/other/sa/b"),
+            Some("legacy.example.com")
+        ),
+        Outcome::Refused(Refusal::CallerNotAllowed),
+        "the URI SAN, when present, is the identity"
+    );
+    assert_eq!(with(None, None), Outcome::Refused(Refusal::Unauthenticated));
+}

@@ -1,23 +1,35 @@
 //! PostgreSQL: one streaming `COPY … FROM STDIN` per file, fed by a parser thread over a
 //! bounded channel, so parsing overlaps the server's work and memory stays flat.
+//!
+//! Loads use a pool of `jobs` connections; bookkeeping (run start and end, live progress,
+//! `NOTIFY import_runs`) uses its own small pool, so it is never inside a load's transaction.
+//! Connections use TLS as the URL's `sslmode` says (rustls; `verify-full` with `sslrootcert`).
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{pg, DbError, LoadError, LoadPath, Loaded, Progress, RunEnd, RunStart};
-use crate::parse::{parse_csv, CopyEncoder, Counts, RejectLog};
-use crate::registry::{Registry, TypeDef, LINE_COLUMN, TENANT_COLUMN};
-use crate::source::Prepared;
+use super::load::{LoadTx, ParseJob, Target};
+use super::{owner, owner_gone, pg, DbError, LoadError, RunEnd, RunStart, RunStatus};
+use crate::copy::CopyEncoder;
+use crate::parse::Counts;
+use crate::registry::{Ident, Registry, TypeDef, LINE_COLUMN, TENANT_COLUMN};
+use crate::reject::RejectLog;
 
 /// Chunks in flight between the parser thread and the COPY stream.
 const CHANNEL_CHUNKS: usize = 4;
+/// Rejects are inserted in batches of at most this many rows or bytes of raw records.
+const REJECT_BATCH_ROWS: usize = 500;
+const REJECT_BATCH_BYTES: usize = 4 << 20;
+/// The NOTIFY channel the admin console listens on.
+pub const CHANNEL: &str = "import_runs";
 
-/// A PostgreSQL pool.
+/// A PostgreSQL database: a pool for loads and one for bookkeeping.
 #[derive(Clone)]
 pub struct Pg {
     pool: PgPool,
+    book: PgPool,
 }
 
 /// The parser stopped because the COPY side went away.
@@ -30,23 +42,41 @@ fn code(e: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-fn column_list(def: &TypeDef) -> String {
-    std::iter::once(TENANT_COLUMN)
-        .chain(def.columns.iter().map(|c| c.name.as_str()))
+fn tenant() -> Ident {
+    Ident::fixed(TENANT_COLUMN)
+}
+
+fn line() -> Ident {
+    Ident::fixed(LINE_COLUMN)
+}
+
+fn stage() -> Ident {
+    Ident::fixed("importer_stage")
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a Ident>, prefix: &str) -> String {
+    names
+        .map(|n| format!("{prefix}{n}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+fn column_list(def: &TypeDef, prefix: &str) -> String {
+    let t = tenant();
+    join(
+        std::iter::once(&t).chain(def.columns.iter().map(|c| &c.name)),
+        prefix,
+    )
+}
+
 fn key_list(def: &TypeDef) -> String {
-    std::iter::once(TENANT_COLUMN)
-        .chain(def.key_names())
-        .collect::<Vec<_>>()
-        .join(", ")
+    let t = tenant();
+    join(std::iter::once(&t).chain(def.key_idents()), "")
 }
 
 /// `CREATE TABLE IF NOT EXISTS` plus `ADD COLUMN IF NOT EXISTS` for columns added later.
 pub fn table_ddl(def: &TypeDef) -> Vec<String> {
-    let mut cols = vec![format!("{TENANT_COLUMN} text NOT NULL")];
+    let mut cols = vec![format!("{} text NOT NULL", tenant())];
     for c in &def.columns {
         let null = if c.required { " NOT NULL" } else { "" };
         cols.push(format!("{} {}{null}", c.name, c.ty.postgres_type()));
@@ -73,54 +103,42 @@ pub fn table_ddl(def: &TypeDef) -> Vec<String> {
 /// `dedupe` first keeps the last line of each key; it is needed unless the file's keys were
 /// strictly ascending (no key repeats).
 fn upsert_sql(def: &TypeDef, dedupe: bool) -> String {
-    let cols = column_list(def);
     let keys = key_list(def);
+    let (stage, line) = (stage(), line());
     let staged = if dedupe {
-        format!(
-            "(SELECT DISTINCT ON ({keys}) * FROM importer_stage ORDER BY {keys}, {LINE_COLUMN} DESC)"
-        )
+        format!("(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {line} DESC)")
     } else {
-        "importer_stage".to_string()
+        stage.to_string()
     };
-    let scols: Vec<String> = column_list(def)
-        .split(", ")
-        .map(|c| format!("s.{c}"))
-        .collect();
-    let join: Vec<String> = std::iter::once(TENANT_COLUMN)
-        .chain(def.key_names())
+    let t = tenant();
+    let on: Vec<String> = std::iter::once(&t)
+        .chain(def.key_idents())
         .map(|k| format!("o.{k} = s.{k}"))
         .collect();
-    let rest: Vec<&str> = def
-        .non_key()
-        .map(|i| def.columns[i].name.as_str())
-        .collect();
-    let list = |prefix: &str| -> String {
-        rest.iter()
-            .map(|c| format!("{prefix}.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let rest: Vec<&Ident> = def.non_key().map(|i| &def.columns[i].name).collect();
     let (changed, action) = if rest.is_empty() {
         (String::new(), "NOTHING".to_string())
     } else {
         let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        let list = |p: &str| join(rest.iter().copied(), p);
         (
-            format!(" OR ({}) IS DISTINCT FROM ({})", list("o"), list("s")),
+            format!(" OR ({}) IS DISTINCT FROM ({})", list("o."), list("s.")),
             format!(
                 "UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
                 set.join(", "),
-                list("t"),
-                list("EXCLUDED")
+                list("t."),
+                list("EXCLUDED.")
             ),
         )
     };
     format!(
         "INSERT INTO {table} AS t ({cols}) SELECT {scols} FROM {staged} s \
-         LEFT JOIN {table} o ON {join} WHERE o.{TENANT_COLUMN} IS NULL{changed} \
+         LEFT JOIN {table} o ON {on} WHERE o.{t} IS NULL{changed} \
          ON CONFLICT ({keys}) DO {action}",
         table = def.table,
-        scols = scols.join(", "),
-        join = join.join(" AND "),
+        cols = column_list(def, ""),
+        scols = column_list(def, "s."),
+        on = on.join(" AND "),
     )
 }
 
@@ -130,15 +148,20 @@ impl Pg {
         // These are server-side, per-session limits, allocated only as used.
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
-            .map_err(pg("connection URL"))?
-            .options([("temp_buffers", "256MB")]);
+            .map_err(pg("connection URL"))?;
         let pool = PgPoolOptions::new()
-            .max_connections(u32::try_from(jobs).unwrap_or(u32::MAX).max(1) + 1)
-            .acquire_timeout(std::time::Duration::from_secs(30))
-            .connect_with(options)
+            .max_connections(u32::try_from(jobs).unwrap_or(u32::MAX).max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone().options([("temp_buffers", "256MB")]))
             .await
             .map_err(pg("connect"))?;
-        Ok(Self { pool })
+        let book = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.application_name("importer-bookkeeping"))
+            .await
+            .map_err(pg("connect"))?;
+        Ok(Self { pool, book })
     }
 
     pub async fn migrate(&self, registry: &Registry) -> Result<(), DbError> {
@@ -164,9 +187,11 @@ impl Pg {
 
     pub async fn check_migrated(&self) -> Result<(), DbError> {
         let ready: bool = sqlx::query_scalar(
-            "SELECT to_regclass('import_runs') IS NOT NULL AND to_regclass('import_rejects') IS NOT NULL",
+            "SELECT to_regclass('import_runs') IS NOT NULL AND to_regclass('import_rejects') IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM information_schema.columns \
+                         WHERE table_name = 'import_runs' AND column_name = 'heartbeat_at')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.book)
         .await
         .map_err(pg("check schema"))?;
         if ready {
@@ -187,31 +212,46 @@ impl Pg {
         )
         .bind(tenant)
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.book)
         .await
         .map_err(pg("find duplicate"))
     }
 
+    async fn notify(&self, id: i64) -> Result<(), DbError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(id.to_string())
+            .execute(&self.book)
+            .await
+            .map_err(pg("notify"))?;
+        Ok(())
+    }
+
     pub async fn start_run(&self, s: &RunStart) -> Result<i64, DbError> {
-        sqlx::query_scalar(
-            "INSERT INTO import_runs (tenant, module, source, export_date, status, content_hash) \
-             VALUES ($1, $2, $3, $4::date, 'running', $5) RETURNING id",
+        let id = sqlx::query_scalar(
+            "INSERT INTO import_runs (tenant, module, source, export_date, status, content_hash, owner, heartbeat_at) \
+             VALUES ($1, $2, $3, $4::date, 'running', $5, $6, now()) RETURNING id",
         )
         .bind(&s.tenant)
         .bind(&s.module)
         .bind(&s.source)
         .bind(&s.export_date)
         .bind(&s.content_hash)
-        .fetch_one(&self.pool)
+        .bind(owner())
+        .fetch_one(&self.book)
         .await
-        .map_err(pg("record run start"))
+        .map_err(pg("record run start"))?;
+        self.notify(id).await?;
+        Ok(id)
     }
 
     pub async fn finish_run(&self, id: i64, e: &RunEnd) -> Result<(), DbError> {
         let counts = e.loaded.map(|l| l.counts).unwrap_or_default();
         sqlx::query(
-            "UPDATE import_runs SET finished_at = now(), status = $2, rows_read = $3, rows_loaded = $4, \
-             rows_rejected = $5, rows_written = $6, load_path = $7, duplicate_of = $8, error = $9 WHERE id = $1",
+            "WITH u AS (UPDATE import_runs SET finished_at = now(), heartbeat_at = now(), status = $2, \
+             rows_read = $3, rows_loaded = $4, rows_rejected = $5, rows_written = $6, load_path = $7, \
+             duplicate_of = $8, error = $9 WHERE id = $1 RETURNING id) \
+             SELECT pg_notify($10, id::text) FROM u",
         )
         .bind(id)
         .bind(e.status.as_str())
@@ -222,224 +262,294 @@ impl Pg {
         .bind(e.loaded.map(|l| l.path.as_str()))
         .bind(e.duplicate_of)
         .bind(&e.error)
-        .execute(&self.pool)
+        .bind(CHANNEL)
+        .execute(&self.book)
         .await
         .map_err(pg("record run end"))?;
         Ok(())
     }
 
-    pub async fn load(
-        &self,
-        run_id: i64,
-        def: Arc<TypeDef>,
-        tenant: &str,
-        file: &str,
-        source: Arc<Prepared>,
-        progress: Progress,
-    ) -> Result<Loaded, LoadError> {
-        let table = &def.table;
-        let mut conn = self.pool.acquire().await.map_err(pg("acquire"))?;
-        let mut tx = conn.begin().await.map_err(pg("begin"))?;
+    /// Live counts and the heartbeat, outside the load's transaction, with a NOTIFY.
+    pub async fn progress(&self, id: i64, read: u64, loaded: u64) -> Result<(), DbError> {
+        sqlx::query(
+            "WITH u AS (UPDATE import_runs SET rows_read = $2, rows_loaded = $3, heartbeat_at = now() \
+             WHERE id = $1 AND status = 'running' RETURNING id) \
+             SELECT pg_notify($4, id::text) FROM u",
+        )
+        .bind(id)
+        .bind(read as i64)
+        .bind(loaded as i64)
+        .bind(CHANNEL)
+        .execute(&self.book)
+        .await
+        .map_err(pg("record progress"))?;
+        Ok(())
+    }
+
+    /// Marks `running` runs whose owner is gone as `abandoned`; returns their ids.
+    pub async fn sweep_abandoned(&self) -> Result<Vec<i64>, DbError> {
+        let running: Vec<(i64, Option<String>, Option<f64>)> = sqlx::query_as(
+            "SELECT id, owner, EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 \
+             FROM import_runs WHERE status = 'running'",
+        )
+        .fetch_all(&self.book)
+        .await
+        .map_err(pg("find running runs"))?;
+        let mut abandoned = Vec::new();
+        for (id, who, age) in running {
+            let Some(reason) = owner_gone(who.as_deref(), Some(age.unwrap_or(f64::MAX))) else {
+                continue;
+            };
+            let done = sqlx::query(
+                "UPDATE import_runs SET status = $2, finished_at = now(), error = $3 \
+                 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(RunStatus::Abandoned.as_str())
+            .bind(format!("abandoned: {reason}"))
+            .execute(&self.book)
+            .await
+            .map_err(pg("mark run abandoned"))?;
+            if done.rows_affected() == 1 {
+                tracing::warn!(run = id, cause = %reason, "run abandoned by its owner");
+                self.notify(id).await?;
+                abandoned.push(id);
+            }
+        }
+        Ok(abandoned)
+    }
+
+    /// Opens a load's transaction and takes the slice's lock, waiting as long as it takes but
+    /// giving up at a shutdown signal (the wait polls, so it can notice one).
+    pub async fn begin_load(&self, job: &ParseJob) -> Result<PgLoad, LoadError> {
+        let mut tx = self.pool.begin().await.map_err(pg("begin"))?;
         // One loader per table slice at a time, across pods too.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("importer:{table}:{tenant}"))
-            .execute(&mut *tx)
+        let key = format!("importer:{}:{}", job.def.table.as_str(), job.tenant);
+        let mut waited = false;
+        loop {
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(pg("lock slice"))?;
+            if got {
+                break;
+            }
+            if !waited {
+                tracing::info!(table = %job.def.table.as_str(), tenant = %job.tenant, "waiting for another load of this table slice");
+                waited = true;
+            }
+            if !(job.progress)(0) {
+                return Err(LoadError::InterruptedWaiting);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(PgLoad {
+            tx,
+            def: job.def.clone(),
+            tenant: job.tenant.clone(),
+        })
+    }
+}
+
+/// A PostgreSQL load in progress.
+pub struct PgLoad {
+    tx: Transaction<'static, Postgres>,
+    def: std::sync::Arc<TypeDef>,
+    tenant: String,
+}
+
+impl PgLoad {
+    async fn exec(&mut self, sql: &str) -> Result<(), DbError> {
+        sqlx::query(sql)
+            .execute(&mut *self.tx)
             .await
-            .map_err(pg("lock slice"))?;
-        let occupied: bool = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {table} WHERE {TENANT_COLUMN} = $1)"
+            .map_err(pg(sql.to_string()))?;
+        Ok(())
+    }
+}
+
+impl LoadTx for PgLoad {
+    async fn occupied(&mut self) -> Result<bool, DbError> {
+        sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
+            self.def.table,
+            tenant()
         ))
-        .bind(tenant)
-        .fetch_one(&mut *tx)
+        .bind(&self.tenant)
+        .fetch_one(&mut *self.tx)
         .await
-        .map_err(pg(format!("probe {table}")))?;
+        .map_err(pg(format!("probe {}", self.def.table)))
+    }
 
-        let mut direct = None;
-        if !occupied {
-            exec(&mut tx, "SAVEPOINT importer_direct").await?;
-            let sql = format!("COPY {table} ({}) FROM STDIN", column_list(&def));
-            match copy_file(&mut tx, &sql, false, &def, tenant, &source, &progress).await {
-                Ok((counts, rejects, written)) => direct = Some((counts, rejects, written)),
-                // The file repeats a natural key: fall back to staging, which takes the last.
-                Err(LoadError::Db(DbError::Postgres { source, .. }))
-                    if code(&source).as_deref() == Some("23505") =>
-                {
-                    tracing::info!(table = %table, tenant = %tenant, "file repeats a natural key; loading through staging");
-                    exec(&mut tx, "ROLLBACK TO SAVEPOINT importer_direct").await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (counts, rejects, written, path) = match direct {
-            Some((c, r, w)) => (c, r, w, LoadPath::Direct),
-            None => {
-                let (c, r, w) = staged(&mut tx, &def, tenant, &source, &progress).await?;
-                (c, r, w, LoadPath::Staged)
-            }
+    async fn savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("SAVEPOINT importer_direct").await
+    }
+
+    async fn release_savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("RELEASE SAVEPOINT importer_direct").await
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("ROLLBACK TO SAVEPOINT importer_direct").await
+    }
+
+    async fn create_staging(&mut self) -> Result<(), DbError> {
+        // The upsert probes the target once per staged row; let its sorts and hashes stay in
+        // memory.
+        self.exec("SET LOCAL work_mem = '256MB'").await?;
+        let sql = format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT 0::bigint AS {}, {} FROM {} WITH NO DATA",
+            stage(),
+            line(),
+            column_list(&self.def, ""),
+            self.def.table
+        );
+        self.exec(&sql).await
+    }
+
+    async fn bulk_write(
+        &mut self,
+        target: Target,
+        job: &ParseJob,
+    ) -> Result<(Counts, RejectLog), LoadError> {
+        let with_line = target == Target::Staging;
+        let sql = match target {
+            Target::Direct => format!(
+                "COPY {} ({}) FROM STDIN",
+                self.def.table,
+                column_list(&self.def, "")
+            ),
+            Target::Staging => format!(
+                "COPY {} ({}, {}) FROM STDIN",
+                stage(),
+                line(),
+                column_list(&self.def, "")
+            ),
         };
-        insert_rejects(&mut tx, run_id, file, rejects).await?;
-        tx.commit().await.map_err(pg("commit"))?;
-        Ok(Loaded {
-            counts,
-            written,
-            path,
-        })
-    }
-}
-
-async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), LoadError> {
-    sqlx::query(sql)
-        .execute(conn)
-        .await
-        .map_err(pg(sql.to_string()))?;
-    Ok(())
-}
-
-async fn staged(
-    conn: &mut PgConnection,
-    def: &Arc<TypeDef>,
-    tenant: &str,
-    source: &Arc<Prepared>,
-    progress: &Progress,
-) -> Result<(Counts, RejectLog, u64), LoadError> {
-    let cols = column_list(def);
-    // The upsert probes the target once per staged row; let its sorts and hashes stay in memory.
-    exec(conn, "SET LOCAL work_mem = '256MB'").await?;
-    exec(
-        conn,
-        &format!(
-            "CREATE TEMP TABLE importer_stage ON COMMIT DROP AS \
-             SELECT 0::bigint AS {LINE_COLUMN}, {cols} FROM {} WITH NO DATA",
-            def.table
-        ),
-    )
-    .await?;
-    let sql = format!("COPY importer_stage ({LINE_COLUMN}, {cols}) FROM STDIN");
-    let (counts, rejects, _) = copy_file(conn, &sql, true, def, tenant, source, progress).await?;
-    let written = sqlx::query(&upsert_sql(def, !counts.keys_ascending))
-        .execute(&mut *conn)
-        .await
-        .map_err(pg(format!("upsert into {}", def.table)))?
-        .rows_affected();
-    exec(conn, "DROP TABLE importer_stage").await?;
-    Ok((counts, rejects, written))
-}
-
-/// Streams one file through `COPY`: a blocking parser thread encodes chunks, this task sends them.
-async fn copy_file(
-    conn: &mut PgConnection,
-    sql: &str,
-    with_line: bool,
-    def: &Arc<TypeDef>,
-    tenant: &str,
-    source: &Arc<Prepared>,
-    progress: &Progress,
-) -> Result<(Counts, RejectLog, u64), LoadError> {
-    let mut copy = conn
-        .copy_in_raw(sql)
-        .await
-        .map_err(pg(format!("start COPY into {}", def.table)))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
-    let parser = {
-        let (def, source, progress, tenant) = (
-            def.clone(),
-            source.clone(),
-            progress.clone(),
-            tenant.to_string(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<(Counts, RejectLog), LoadError> {
-            let mut rejects = RejectLog::new().map_err(LoadError::Spill)?;
-            let mut enc = CopyEncoder::new(&tenant, with_line, |chunk| {
-                tx.blocking_send(chunk).map_err(|_| Closed)
-            });
-            let counts = source
-                .with_csv(|r| parse_csv(r, &def, &mut enc, &mut rejects, &mut |n| progress(n)))?
-                .map_err(|e| LoadError::Parse(e.map_sink(|Closed| closed_stream())))?;
-            enc.finish().map_err(|_| closed_error())?;
-            Ok((counts, rejects))
-        })
-    };
-    let mut send_error = None;
-    while let Some(chunk) = rx.recv().await {
-        if let Err(e) = copy.send(chunk).await {
-            send_error = Some(e);
-            break;
-        }
-    }
-    drop(rx);
-    let parsed = match parser.await {
-        Ok(r) => r,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    };
-    if let Some(e) = send_error {
-        return Err(pg(format!("COPY into {}", def.table))(e).into());
-    }
-    match parsed {
-        Ok((counts, rejects)) => {
-            let rows = copy
-                .finish()
-                .await
-                .map_err(pg(format!("COPY into {}", def.table)))?;
-            Ok((counts, rejects, rows))
-        }
-        Err(e) => {
-            copy.abort(e.to_string())
-                .await
-                .map_err(pg(format!("abort COPY into {}", def.table)))?;
-            Err(e)
-        }
-    }
-}
-
-fn closed_stream() -> DbError {
-    DbError::Postgres {
-        context: "COPY stream".into(),
-        source: sqlx::Error::WorkerCrashed,
-    }
-}
-
-fn closed_error() -> LoadError {
-    LoadError::Db(closed_stream())
-}
-
-async fn insert_rejects(
-    conn: &mut PgConnection,
-    run_id: i64,
-    file: &str,
-    rejects: RejectLog,
-) -> Result<(), LoadError> {
-    if rejects.is_empty() {
-        return Ok(());
-    }
-    let rows = tokio::task::spawn_blocking(move || rejects.read_back())
-        .await
-        .map_err(|e| LoadError::Spill(std::io::Error::other(e)))?
-        .map_err(LoadError::Spill)?;
-    // Rejects are rare and small next to the data; batches of binds keep it simple.
-    let mut batch = Vec::with_capacity(500);
-    let mut rows = rows.peekable();
-    while rows.peek().is_some() {
-        batch.clear();
-        for r in rows.by_ref().take(500) {
-            batch.push(r.map_err(LoadError::Spill)?);
-        }
-        let mut qb = sqlx::QueryBuilder::new(
-            "INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason) ",
-        );
-        qb.push_values(&batch, |mut b, r| {
-            b.push_bind(run_id)
-                .push_bind(file)
-                .push_bind(r.line as i64)
-                .push_bind(&r.column)
-                .push_bind(&r.raw)
-                .push_bind(&r.reason);
-        });
-        qb.build()
-            .execute(&mut *conn)
+        let table = self.def.table.as_str().to_string();
+        let mut copy = self
+            .tx
+            .copy_in_raw(&sql)
             .await
-            .map_err(pg("insert rejects"))?;
+            .map_err(pg(format!("start COPY into {table}")))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
+        let parser = {
+            let job = job.clone();
+            let table = table.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut enc = CopyEncoder::new(&job.tenant, with_line, |chunk| {
+                    tx.blocking_send(chunk).map_err(|_| Closed)
+                });
+                let done = job.parse(&mut enc, |Closed| LoadError::CopyClosed(table.clone()))?;
+                enc.finish()
+                    .map_err(|Closed| LoadError::CopyClosed(table.clone()))?;
+                Ok::<_, LoadError>(done)
+            })
+        };
+        let mut send_error = None;
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = copy.send(chunk).await {
+                send_error = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let parsed = match parser.await {
+            Ok(r) => r,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        // The server's own error explains a closed stream better than the parser can.
+        if let Some(e) = send_error {
+            return Err(pg(format!("COPY into {table}"))(e).into());
+        }
+        match parsed {
+            Ok(done) => {
+                copy.finish()
+                    .await
+                    .map_err(pg(format!("COPY into {table}")))?;
+                Ok(done)
+            }
+            Err(e) => {
+                copy.abort(e.to_string())
+                    .await
+                    .map_err(pg(format!("abort COPY into {table}")))?;
+                Err(e)
+            }
+        }
     }
-    Ok(())
+
+    async fn upsert(&mut self, dedupe: bool) -> Result<u64, DbError> {
+        let written = sqlx::query(&upsert_sql(&self.def, dedupe))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(pg(format!("upsert into {}", self.def.table)))?
+            .rows_affected();
+        self.exec(&format!("DROP TABLE {}", stage())).await?;
+        Ok(written)
+    }
+
+    async fn insert_rejects(
+        &mut self,
+        run_id: i64,
+        file: &str,
+        rejects: RejectLog,
+    ) -> Result<(), LoadError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        // Read back in a blocking thread, in batches bounded by rows and bytes.
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for r in rejects.read_back()? {
+                let r = r?;
+                bytes += r.raw.len();
+                batch.push(r);
+                if batch.len() == REJECT_BATCH_ROWS || bytes >= REJECT_BATCH_BYTES {
+                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(());
+                    }
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            Ok(())
+        });
+        while let Some(batch) = rx.recv().await {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason) ",
+            );
+            qb.push_values(&batch, |mut b, r| {
+                b.push_bind(run_id)
+                    .push_bind(file)
+                    .push_bind(r.line as i64)
+                    .push_bind(&r.column)
+                    .push_bind(&r.raw)
+                    .push_bind(&r.reason);
+            });
+            qb.build()
+                .execute(&mut *self.tx)
+                .await
+                .map_err(pg("insert rejects"))?;
+        }
+        match reader.await {
+            Ok(r) => r.map_err(LoadError::Spill),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await.map_err(pg("commit"))
+    }
+
+    fn is_key_conflict(e: &DbError) -> bool {
+        matches!(e, DbError::Postgres { source, .. } if code(source).as_deref() == Some("23505"))
+    }
 }
 
 #[cfg(test)]
@@ -447,25 +557,24 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    /// The generated SQL names the tenant in the key and compares only non-key columns.
+    /// The generated SQL quotes every name, names the tenant in the key and compares only
+    /// non-key columns.
     #[test]
     fn sql_shapes() {
         let r = Registry::parse(
             Path::new("t.yaml"),
-            "types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, required: true}\n  - {name: v, type: text}\n",
+            "types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, required: true}\n  - {name: order, type: text}\n",
         )
         .unwrap();
         let def = r.get("m").unwrap();
         assert_eq!(
             table_ddl(def)[0],
-            "CREATE TABLE IF NOT EXISTS m (tenant_id text NOT NULL, id integer NOT NULL, v text, PRIMARY KEY (tenant_id, id))"
+            r#"CREATE TABLE IF NOT EXISTS "m" ("tenant_id" text NOT NULL, "id" integer NOT NULL, "order" text, PRIMARY KEY ("tenant_id", "id"))"#
         );
         assert_eq!(
             upsert_sql(def, false),
-            "INSERT INTO m AS t (tenant_id, id, v) SELECT s.tenant_id, s.id, s.v FROM importer_stage s \
-             LEFT JOIN m o ON o.tenant_id = s.tenant_id AND o.id = s.id WHERE o.tenant_id IS NULL OR (o.v) IS DISTINCT FROM (s.v) \
-             ON CONFLICT (tenant_id, id) DO UPDATE SET v = EXCLUDED.v WHERE (t.v) IS DISTINCT FROM (EXCLUDED.v)"
+            r#"INSERT INTO "m" AS t ("tenant_id", "id", "order") SELECT s."tenant_id", s."id", s."order" FROM "importer_stage" s LEFT JOIN "m" o ON o."tenant_id" = s."tenant_id" AND o."id" = s."id" WHERE o."tenant_id" IS NULL OR (o."order") IS DISTINCT FROM (s."order") ON CONFLICT ("tenant_id", "id") DO UPDATE SET "order" = EXCLUDED."order" WHERE (t."order") IS DISTINCT FROM (EXCLUDED."order")"#
         );
-        assert!(upsert_sql(def, true).contains("DISTINCT ON (tenant_id, id)"));
+        assert!(upsert_sql(def, true).contains(r#"DISTINCT ON ("tenant_id", "id")"#));
     }
 }

@@ -1,22 +1,36 @@
 //! SQLite, the embedded default: multi-row prepared `INSERT`s in one transaction, bound from a
-//! per-chunk arena, so no row allocates. One connection behind a mutex: SQLite has one writer.
+//! per-chunk arena, so no row allocates. One connection behind a mutex: SQLite has one writer,
+//! so a load holds it from `BEGIN` to `COMMIT`, and bookkeeping waits its turn (no live
+//! progress on SQLite: a run shows `running`, then its final row).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{lite, DbError, LoadError, LoadPath, Loaded, Progress, RunEnd, RunStart};
-use crate::parse::{parse_csv, RejectLog, RowSink};
-use crate::registry::{Registry, TypeDef, LINE_COLUMN, TENANT_COLUMN};
-use crate::source::Prepared;
+use super::load::{LoadTx, ParseJob, Target};
+use super::{lite, owner, owner_gone, DbError, LoadError, RunEnd, RunStart, RunStatus};
+use crate::parse::{Counts, RowSink};
+use crate::registry::{Ident, Registry, TypeDef, LINE_COLUMN, TENANT_COLUMN};
+use crate::reject::RejectLog;
 use crate::value::Field;
 
 /// The bookkeeping migrations, applied in order and tracked in `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_import_runs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_import_runs.sql"),
+    include_str!("../../migrations/sqlite/0002_run_progress.sql"),
+];
 
-/// Rows per multi-row `INSERT`.
+/// Rows per multi-row `INSERT`, at most.
 const ROWS_PER_INSERT: usize = 256;
+/// SQLite's limit on parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`, 32766 since 3.32).
+const MAX_PARAMS: usize = 32766;
+/// A chunk's text arena is flushed past this size, so long records never pile up.
+const ARENA_BYTES: usize = 4 << 20;
+/// How long a load waits for another process's write lock.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The embedded database.
 #[derive(Clone)]
@@ -26,22 +40,36 @@ pub struct Lite {
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-fn column_list(def: &TypeDef) -> String {
-    std::iter::once(TENANT_COLUMN)
-        .chain(def.columns.iter().map(|c| c.name.as_str()))
+fn tenant() -> Ident {
+    Ident::fixed(TENANT_COLUMN)
+}
+
+fn line() -> Ident {
+    Ident::fixed(LINE_COLUMN)
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a Ident>, prefix: &str) -> String {
+    names
+        .map(|n| format!("{prefix}{n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn column_list(def: &TypeDef) -> String {
+    let t = tenant();
+    join(
+        std::iter::once(&t).chain(def.columns.iter().map(|c| &c.name)),
+        "",
+    )
 }
 
 fn key_list(def: &TypeDef) -> String {
-    std::iter::once(TENANT_COLUMN)
-        .chain(def.key_names())
-        .collect::<Vec<_>>()
-        .join(", ")
+    let t = tenant();
+    join(std::iter::once(&t).chain(def.key_idents()), "")
 }
 
 fn table_ddl(def: &TypeDef) -> String {
-    let mut cols = vec![format!("{TENANT_COLUMN} TEXT NOT NULL")];
+    let mut cols = vec![format!("{} TEXT NOT NULL", tenant())];
     for c in &def.columns {
         let null = if c.required { " NOT NULL" } else { "" };
         cols.push(format!("{} {}{null}", c.name, c.ty.sqlite_type()));
@@ -59,38 +87,43 @@ fn table_ddl(def: &TypeDef) -> String {
 /// repeated in the file is written once, with its last value.
 fn upsert_sql(def: &TypeDef, dedupe: bool) -> String {
     let cols = column_list(def);
+    let line = line();
     let filter = if dedupe {
         format!(
-            "{LINE_COLUMN} IN (SELECT max({LINE_COLUMN}) FROM temp.importer_stage GROUP BY {})",
+            "{line} IN (SELECT max({line}) FROM temp.importer_stage GROUP BY {})",
             key_list(def)
         )
     } else {
         "true".to_string()
     };
-    let rest: Vec<&str> = def
-        .non_key()
-        .map(|i| def.columns[i].name.as_str())
-        .collect();
+    let rest: Vec<&Ident> = def.non_key().map(|i| &def.columns[i].name).collect();
     let action = if rest.is_empty() {
         "NOTHING".to_string()
     } else {
         let set: Vec<String> = rest.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        let old: Vec<String> = rest.iter().map(|c| format!("{}.{c}", def.table)).collect();
-        let new: Vec<String> = rest.iter().map(|c| format!("excluded.{c}")).collect();
         format!(
             "UPDATE SET {} WHERE ({}) IS NOT ({})",
             set.join(", "),
-            old.join(", "),
-            new.join(", ")
+            join(rest.iter().copied(), &format!("{}.", def.table)),
+            join(rest.iter().copied(), "excluded.")
         )
     };
     // Applied in line order, so the last occurrence of a repeated key wins.
     format!(
         "INSERT INTO {} ({cols}) SELECT {cols} FROM temp.importer_stage WHERE {filter} \
-         ORDER BY {LINE_COLUMN} ON CONFLICT ({}) DO {action}",
+         ORDER BY {line} ON CONFLICT ({}) DO {action}",
         def.table,
         key_list(def)
     )
+}
+
+/// Rows per multi-row `INSERT` for rows of `width` parameters.
+fn rows_per_insert(width: usize) -> usize {
+    (MAX_PARAMS / width.max(1)).clamp(1, ROWS_PER_INSERT)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DatabaseBusy)
 }
 
 impl Lite {
@@ -98,8 +131,7 @@ impl Lite {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, DbError> {
             let conn = Connection::open(&path).map_err(lite(format!("open {}", path.display())))?;
-            conn.busy_timeout(std::time::Duration::from_secs(30))
-                .map_err(lite("busy_timeout"))?;
+            conn.busy_timeout(LOCK_WAIT).map_err(lite("busy_timeout"))?;
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(lite("synchronous"))?;
             conn.pragma_update(None, "foreign_keys", "ON")
@@ -118,8 +150,8 @@ impl Lite {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        let conn = self.conn.clone();
-        match tokio::task::spawn_blocking(move || f(&mut lock(&conn))).await {
+        let mut conn = self.conn.clone().lock_owned().await;
+        match tokio::task::spawn_blocking(move || f(&mut conn)).await {
             Ok(r) => r,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
@@ -127,45 +159,14 @@ impl Lite {
 
     pub async fn migrate(&self, registry: Registry) -> Result<(), DbError> {
         self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(lite("begin"))?;
-            let version: usize = tx
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(lite("user_version"))?;
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-                tx.execute_batch(sql)
-                    .map_err(lite(format!("migration {}", i + 1)))?;
-                tx.pragma_update(None, "user_version", i + 1)
-                    .map_err(lite("user_version"))?;
-            }
-            for def in registry.types() {
-                tx.execute_batch(&table_ddl(def))
-                    .map_err(lite(format!("table {}", def.table)))?;
-                let existing: Vec<String> = {
-                    let mut stmt = tx
-                        .prepare(&format!("PRAGMA table_info({})", def.table))
-                        .map_err(lite("table_info"))?;
-                    let names = stmt
-                        .query_map([], |r| r.get::<_, String>(1))
-                        .map_err(lite("table_info"))?;
-                    names
-                        .collect::<Result<_, _>>()
-                        .map_err(lite("table_info"))?
-                };
-                for c in &def.columns {
-                    if !existing.contains(&c.name) {
-                        tx.execute_batch(&format!(
-                            "ALTER TABLE {} ADD COLUMN {} {}",
-                            def.table,
-                            c.name,
-                            c.ty.sqlite_type()
-                        ))
-                        .map_err(lite(format!("add column {}.{}", def.table, c.name)))?;
-                    }
-                }
-            }
-            tx.commit().map_err(lite("commit"))
+            // A migration that rebuilds a table must not cascade into the rows that refer to
+            // it; foreign keys can only be switched outside a transaction.
+            conn.pragma_update(None, "foreign_keys", "OFF")
+                .map_err(lite("foreign_keys"))?;
+            let result = migrate(conn, &registry);
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(lite("foreign_keys"))?;
+            result
         })
         .await
     }
@@ -192,10 +193,10 @@ impl Lite {
         self.with(move |conn| {
             conn.query_row(
                 &format!(
-                    "INSERT INTO import_runs (tenant, module, source, export_date, started_at, status, content_hash) \
-                     VALUES (?1, ?2, ?3, ?4, {NOW}, 'running', ?5) RETURNING id"
+                    "INSERT INTO import_runs (tenant, module, source, export_date, started_at, status, content_hash, owner, heartbeat_at) \
+                     VALUES (?1, ?2, ?3, ?4, {NOW}, 'running', ?5, ?6, {NOW}) RETURNING id"
                 ),
-                params![s.tenant, s.module, s.source, s.export_date, s.content_hash],
+                params![s.tenant, s.module, s.source, s.export_date, s.content_hash, owner()],
                 |r| r.get(0),
             )
             .map_err(lite("record run start"))
@@ -208,8 +209,9 @@ impl Lite {
             let counts = e.loaded.map(|l| l.counts).unwrap_or_default();
             conn.execute(
                 &format!(
-                    "UPDATE import_runs SET finished_at = {NOW}, status = ?2, rows_read = ?3, rows_loaded = ?4, \
-                     rows_rejected = ?5, rows_written = ?6, load_path = ?7, duplicate_of = ?8, error = ?9 WHERE id = ?1"
+                    "UPDATE import_runs SET finished_at = {NOW}, heartbeat_at = {NOW}, status = ?2, rows_read = ?3, \
+                     rows_loaded = ?4, rows_rejected = ?5, rows_written = ?6, load_path = ?7, duplicate_of = ?8, \
+                     error = ?9 WHERE id = ?1"
                 ),
                 params![
                     id,
@@ -229,137 +231,328 @@ impl Lite {
         .await
     }
 
-    pub async fn load(
-        &self,
-        run_id: i64,
-        def: Arc<TypeDef>,
-        tenant: String,
-        file: String,
-        source: Arc<Prepared>,
-        progress: Progress,
-    ) -> Result<Loaded, LoadError> {
-        self.with(move |conn| load(conn, run_id, &def, &tenant, &file, &source, &progress))
+    /// Marks `running` runs whose owner process is gone as `abandoned`; returns their ids.
+    /// SQLite keeps no heartbeat during a load, so only owners on this host can be judged.
+    pub async fn sweep_abandoned(&self) -> Result<Vec<i64>, DbError> {
+        self.with(|conn| {
+            let running: Vec<(i64, Option<String>)> = {
+                let mut stmt = conn
+                    .prepare("SELECT id, owner FROM import_runs WHERE status = 'running'")
+                    .map_err(lite("find running runs"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(lite("find running runs"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(lite("find running runs"))?
+            };
+            let mut abandoned = Vec::new();
+            for (id, who) in running {
+                let Some(reason) = owner_gone(who.as_deref(), None) else {
+                    continue;
+                };
+                let n = conn
+                    .execute(
+                        &format!(
+                            "UPDATE import_runs SET status = ?2, finished_at = {NOW}, error = ?3 \
+                             WHERE id = ?1 AND status = 'running'"
+                        ),
+                        params![
+                            id,
+                            RunStatus::Abandoned.as_str(),
+                            format!("abandoned: {reason}")
+                        ],
+                    )
+                    .map_err(lite("mark run abandoned"))?;
+                if n == 1 {
+                    tracing::warn!(run = id, cause = %reason, "run abandoned by its owner");
+                    abandoned.push(id);
+                }
+            }
+            Ok(abandoned)
+        })
+        .await
+    }
+
+    /// Takes the connection and opens the load's write transaction, waiting for another
+    /// process's lock at most [`LOCK_WAIT`] and giving up at a shutdown signal.
+    pub async fn begin_load(&self, job: &ParseJob) -> Result<LiteLoad, LoadError> {
+        let conn = self.conn.clone().lock_owned().await;
+        let mut load = LiteLoad {
+            held: Some(Held { conn, open: false }),
+            def: job.def.clone(),
+            tenant: job.tenant.clone(),
+        };
+        let progress = job.progress.clone();
+        load.step(move |held| {
+            let conn = &mut held.conn;
+            conn.busy_timeout(Duration::from_millis(100))
+                .map_err(lite("busy_timeout"))?;
+            let started = Instant::now();
+            let result = loop {
+                match conn.execute_batch("BEGIN IMMEDIATE") {
+                    Ok(()) => break Ok(()),
+                    Err(e) if is_busy(&e) && started.elapsed() < LOCK_WAIT => {
+                        if !progress(0) {
+                            break Err(LoadError::InterruptedWaiting);
+                        }
+                    }
+                    Err(e) => break Err(lite("begin")(e).into()),
+                }
+            };
+            conn.busy_timeout(LOCK_WAIT).map_err(lite("busy_timeout"))?;
+            result?;
+            held.open = true;
+            Ok::<_, LoadError>(())
+        })
+        .await?;
+        Ok(load)
+    }
+}
+
+fn migrate(conn: &mut Connection, registry: &Registry) -> Result<(), DbError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(lite("begin"))?;
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(lite("user_version"))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)
+            .map_err(lite(format!("migration {}", i + 1)))?;
+        tx.pragma_update(None, "user_version", i + 1)
+            .map_err(lite("user_version"))?;
+    }
+    for def in registry.types() {
+        tx.execute_batch(&table_ddl(def))
+            .map_err(lite(format!("table {}", def.table)))?;
+        let existing: Vec<String> = {
+            let mut stmt = tx
+                .prepare(&format!("PRAGMA table_info({})", def.table))
+                .map_err(lite("table_info"))?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(1))
+                .map_err(lite("table_info"))?;
+            names
+                .collect::<Result<_, _>>()
+                .map_err(lite("table_info"))?
+        };
+        for c in &def.columns {
+            if !existing.iter().any(|e| c.name == *e.as_str()) {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    def.table,
+                    c.name,
+                    c.ty.sqlite_type()
+                ))
+                .map_err(lite(format!("add column {}.{}", def.table, c.name)))?;
+            }
+        }
+    }
+    tx.commit().map_err(lite("commit"))
+}
+
+/// The connection while a load holds it; dropped with its transaction open (an error, a
+/// panic, a cancelled task), it rolls back, wherever that happens.
+struct Held {
+    conn: OwnedMutexGuard<Connection>,
+    open: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// A SQLite load in progress.
+pub struct LiteLoad {
+    held: Option<Held>,
+    def: Arc<TypeDef>,
+    tenant: String,
+}
+
+impl LiteLoad {
+    /// Runs `f` on the held connection in a blocking thread.
+    async fn step<T: Send + 'static, E: From<DbError> + Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Held) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
+        let Some(mut held) = self.held.take() else {
+            return Err(DbError::Sqlite {
+                context: "load".into(),
+                source: rusqlite::Error::InvalidQuery,
+            }
+            .into());
+        };
+        let (held, r) = match tokio::task::spawn_blocking(move || {
+            let r = f(&mut held);
+            (held, r)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        self.held = Some(held);
+        r
+    }
+
+    async fn exec(&mut self, sql: String) -> Result<(), DbError> {
+        self.step(move |h| h.conn.execute_batch(&sql).map_err(lite(sql)))
             .await
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while holding the lock rolled its transaction back when the guard's
-    // statements dropped; the connection itself is still sound.
-    conn.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.code == ErrorCode::ConstraintViolation
-            && (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
-}
-
-fn load(
-    conn: &mut Connection,
-    run_id: i64,
-    def: &TypeDef,
-    tenant: &str,
-    file: &str,
-    source: &Prepared,
-    progress: &Progress,
-) -> Result<Loaded, LoadError> {
-    let table = &def.table;
-    let mut tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(lite("begin"))?;
-    let occupied: bool = tx
-        .query_row(
-            &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {TENANT_COLUMN} = ?1)"),
-            [tenant],
-            |r| r.get(0),
-        )
-        .map_err(lite(format!("probe {table}")))?;
-
-    let mut result = None;
-    if !occupied {
-        let sp = tx.savepoint().map_err(lite("savepoint"))?;
-        let sql = format!("INSERT INTO {table} ({}) VALUES ", column_list(def));
-        match insert_file(&sp, &sql, false, def, tenant, source, progress) {
-            Ok((counts, rejects, written)) => {
-                sp.commit().map_err(lite("release savepoint"))?;
-                result = Some((counts, rejects, written, LoadPath::Direct));
-            }
-            Err(LoadError::Db(DbError::Sqlite { source, .. })) if is_unique_violation(&source) => {
-                tracing::info!(table = %table, tenant = %tenant, "file repeats a natural key; loading through staging");
-                drop(sp); // rolls back to the savepoint
-            }
-            Err(e) => return Err(e),
-        }
+impl LoadTx for LiteLoad {
+    async fn occupied(&mut self) -> Result<bool, DbError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ?1)",
+            self.def.table,
+            tenant()
+        );
+        let tenant = self.tenant.clone();
+        let table = self.def.table.clone();
+        self.step(move |h| {
+            h.conn
+                .query_row(&sql, [tenant], |r| r.get(0))
+                .map_err(lite(format!("probe {table}")))
+        })
+        .await
     }
-    let (counts, rejects, written, path) = match result {
-        Some(r) => r,
-        None => {
-            let sp = tx.savepoint().map_err(lite("savepoint"))?;
-            let cols: Vec<String> = def
-                .columns
-                .iter()
-                .map(|c| format!("{} {}", c.name, c.ty.sqlite_type()))
-                .collect();
-            sp.execute_batch(&format!(
-                "DROP TABLE IF EXISTS temp.importer_stage; \
-                 CREATE TEMP TABLE importer_stage ({LINE_COLUMN} INTEGER, {TENANT_COLUMN} TEXT, {})",
-                cols.join(", ")
-            ))
-            .map_err(lite("create staging table"))?;
-            let sql = format!(
-                "INSERT INTO temp.importer_stage ({LINE_COLUMN}, {}) VALUES ",
-                column_list(def)
-            );
-            let (counts, rejects, _) = insert_file(&sp, &sql, true, def, tenant, source, progress)?;
-            let written = sp
-                .execute(&upsert_sql(def, !counts.keys_ascending), [])
-                .map_err(lite(format!("upsert into {table}")))? as u64;
-            sp.execute_batch("DROP TABLE temp.importer_stage")
-                .map_err(lite("drop staging table"))?;
-            sp.commit().map_err(lite("release savepoint"))?;
-            (counts, rejects, written, LoadPath::Staged)
-        }
-    };
-    insert_rejects(&tx, run_id, file, rejects)?;
-    tx.commit().map_err(lite("commit"))?;
-    Ok(Loaded {
-        counts,
-        written,
-        path,
-    })
-}
 
-fn insert_file(
-    conn: &Connection,
-    insert_prefix: &str,
-    with_line: bool,
-    def: &TypeDef,
-    tenant: &str,
-    source: &Prepared,
-    progress: &Progress,
-) -> Result<(crate::parse::Counts, RejectLog, u64), LoadError> {
-    let mut rejects = RejectLog::new().map_err(LoadError::Spill)?;
-    let width = def.columns.len() + 1 + usize::from(with_line);
-    let mut sink = SqliteSink {
-        conn,
-        insert_prefix,
-        width,
-        tenant,
-        with_line,
-        values: Vec::with_capacity(ROWS_PER_INSERT * width),
-        text: String::with_capacity(64 * 1024),
-        rows: 0,
-        row_start: (0, 0),
-        written: 0,
-        full_sql: placeholders(insert_prefix, width, ROWS_PER_INSERT),
-    };
-    let counts = source
-        .with_csv(|r| parse_csv(r, def, &mut sink, &mut rejects, &mut |n| progress(n)))?
-        .map_err(LoadError::Parse)?;
-    sink.flush()?;
-    Ok((counts, rejects, sink.written))
+    async fn savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("SAVEPOINT importer_direct".into()).await
+    }
+
+    async fn release_savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("RELEASE importer_direct".into()).await
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), DbError> {
+        self.exec("ROLLBACK TO importer_direct; RELEASE importer_direct".into())
+            .await
+    }
+
+    async fn create_staging(&mut self) -> Result<(), DbError> {
+        let cols: Vec<String> = self
+            .def
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.ty.sqlite_type()))
+            .collect();
+        self.exec(format!(
+            "DROP TABLE IF EXISTS temp.importer_stage; \
+             CREATE TEMP TABLE importer_stage ({} INTEGER, {} TEXT, {})",
+            line(),
+            tenant(),
+            cols.join(", ")
+        ))
+        .await
+    }
+
+    async fn bulk_write(
+        &mut self,
+        target: Target,
+        job: &ParseJob,
+    ) -> Result<(Counts, RejectLog), LoadError> {
+        let with_line = target == Target::Staging;
+        let prefix = match target {
+            Target::Direct => format!(
+                "INSERT INTO {} ({}) VALUES ",
+                self.def.table,
+                column_list(&self.def)
+            ),
+            Target::Staging => format!(
+                "INSERT INTO temp.importer_stage ({}, {}) VALUES ",
+                line(),
+                column_list(&self.def)
+            ),
+        };
+        let job = job.clone();
+        self.step(move |h| {
+            let width = job.def.columns.len() + 1 + usize::from(with_line);
+            let rows = rows_per_insert(width);
+            let mut sink = SqliteSink {
+                conn: &h.conn,
+                insert_prefix: &prefix,
+                width,
+                rows_per_insert: rows,
+                tenant: &job.tenant,
+                with_line,
+                values: Vec::with_capacity(rows * width),
+                text: String::with_capacity(64 * 1024),
+                rows: 0,
+                row_start: (0, 0),
+                full_sql: placeholders(&prefix, width, rows),
+            };
+            let done = job.parse(&mut sink, LoadError::Db)?;
+            sink.flush()?;
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn upsert(&mut self, dedupe: bool) -> Result<u64, DbError> {
+        let sql = upsert_sql(&self.def, dedupe);
+        let table = self.def.table.clone();
+        self.step(move |h| {
+            let written = h
+                .conn
+                .execute(&sql, [])
+                .map_err(lite(format!("upsert into {table}")))?;
+            h.conn
+                .execute_batch("DROP TABLE temp.importer_stage")
+                .map_err(lite("drop staging table"))?;
+            Ok(written as u64)
+        })
+        .await
+    }
+
+    async fn insert_rejects(
+        &mut self,
+        run_id: i64,
+        file: &str,
+        rejects: RejectLog,
+    ) -> Result<(), LoadError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        let file = file.to_string();
+        self.step(move |h| {
+            let mut stmt = h
+                .conn
+                .prepare_cached(
+                    "INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(lite("prepare rejects"))?;
+            for r in rejects.read_back().map_err(LoadError::Spill)? {
+                let r = r.map_err(LoadError::Spill)?;
+                stmt.execute(params![run_id, file, r.line as i64, r.column, r.raw, r.reason])
+                    .map_err(lite("insert rejects"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit(mut self) -> Result<(), DbError> {
+        self.step(|h| {
+            h.conn.execute_batch("COMMIT").map_err(lite("commit"))?;
+            h.open = false;
+            Ok(())
+        })
+        .await
+    }
+
+    fn is_key_conflict(e: &DbError) -> bool {
+        matches!(e, DbError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. }
+            if f.code == ErrorCode::ConstraintViolation
+                && (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
+    }
 }
 
 fn placeholders(prefix: &str, width: usize, rows: usize) -> String {
@@ -377,18 +570,19 @@ enum Val {
     Text(u32, u32),
 }
 
-/// Collects rows into a chunk arena and inserts them `ROWS_PER_INSERT` at a time.
+/// Collects rows into a chunk arena and inserts them `rows_per_insert` at a time (sooner when
+/// the arena is large).
 struct SqliteSink<'a> {
     conn: &'a Connection,
     insert_prefix: &'a str,
     width: usize,
+    rows_per_insert: usize,
     tenant: &'a str,
     with_line: bool,
     values: Vec<Val>,
     text: String,
     rows: usize,
     row_start: (usize, usize),
-    written: u64,
     full_sql: String,
 }
 
@@ -404,7 +598,7 @@ impl SqliteSink<'_> {
             return Ok(());
         }
         let partial;
-        let sql = if self.rows == ROWS_PER_INSERT {
+        let sql = if self.rows == self.rows_per_insert {
             &self.full_sql
         } else {
             partial = placeholders(self.insert_prefix, self.width, self.rows);
@@ -425,7 +619,7 @@ impl SqliteSink<'_> {
             };
             r.map_err(lite("bind"))?;
         }
-        self.written += stmt.raw_execute().map_err(lite("insert"))? as u64;
+        stmt.raw_execute().map_err(lite("insert"))?;
         self.values.clear();
         self.text.clear();
         self.rows = 0;
@@ -462,65 +656,39 @@ impl RowSink for SqliteSink<'_> {
 
     fn end(&mut self) -> Result<(), DbError> {
         self.rows += 1;
-        if self.rows == ROWS_PER_INSERT {
+        if self.rows == self.rows_per_insert || self.text.len() >= ARENA_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 }
 
-fn insert_rejects(
-    conn: &Connection,
-    run_id: i64,
-    file: &str,
-    rejects: RejectLog,
-) -> Result<(), LoadError> {
-    if rejects.is_empty() {
-        return Ok(());
-    }
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(lite("prepare rejects"))?;
-    for r in rejects.read_back().map_err(LoadError::Spill)? {
-        let r = r.map_err(LoadError::Spill)?;
-        stmt.execute(params![
-            run_id,
-            file,
-            r.line as i64,
-            r.column,
-            r.raw,
-            r.reason
-        ])
-        .map_err(lite("insert rejects"))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The SQLite upsert applies staged rows in line order and skips unchanged ones.
+    /// The SQLite upsert quotes names, applies staged rows in line order and skips unchanged
+    /// ones; wide rows get fewer rows per insert.
     #[test]
     fn upsert_shape() {
         let r = Registry::parse(
             Path::new("t.yaml"),
-            "types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, required: true}\n  - {name: v, type: decimal}\n",
+            "types:\n- module: m\n  natural_key: [id]\n  columns:\n  - {name: id, type: int, required: true}\n  - {name: user, type: decimal}\n",
         )
         .unwrap();
         let def = r.get("m").unwrap();
         assert_eq!(
             table_ddl(def),
-            "CREATE TABLE IF NOT EXISTS m (tenant_id TEXT NOT NULL, id INTEGER NOT NULL, v TEXT, PRIMARY KEY (tenant_id, id)) WITHOUT ROWID"
+            r#"CREATE TABLE IF NOT EXISTS "m" ("tenant_id" TEXT NOT NULL, "id" INTEGER NOT NULL, "user" TEXT, PRIMARY KEY ("tenant_id", "id")) WITHOUT ROWID"#
         );
         let sql = upsert_sql(def, false);
         assert!(upsert_sql(def, true).contains(
-            "IN (SELECT max(importer_line) FROM temp.importer_stage GROUP BY tenant_id, id)"
+            r#"IN (SELECT max("importer_line") FROM temp.importer_stage GROUP BY "tenant_id", "id")"#
         ));
-        assert!(sql.contains("ORDER BY importer_line ON CONFLICT (tenant_id, id)"));
-        assert!(sql.ends_with("WHERE (m.v) IS NOT (excluded.v)"));
+        assert!(sql.contains(r#"ORDER BY "importer_line" ON CONFLICT ("tenant_id", "id")"#));
+        assert!(sql.ends_with(r#"WHERE ("m"."user") IS NOT (excluded."user")"#));
+        assert_eq!(rows_per_insert(8), 256);
+        assert_eq!(rows_per_insert(202), 162);
+        assert!(rows_per_insert(202) * 202 <= MAX_PARAMS);
     }
 }

@@ -13,7 +13,7 @@ const ORDERS_HEADER: &str =
     "Order ID,Customer ID,Order Date,status,currency,Order Total,Last Modified\n";
 
 /// `n` order rows starting at id `from`; `tag` goes into the status column.
-fn orders(from: usize, n: usize, tag: &str) -> String {
+pub fn orders(from: usize, n: usize, tag: &str) -> String {
     let mut s = String::from(ORDERS_HEADER);
     for i in from..from + n {
         s.push_str(&format!(
@@ -89,7 +89,7 @@ pub async fn empty_and_header_only(s: &Scratch, b: &Backend) {
         "header.csv",
         "Order ID,Customer ID,Order Date,status,Order Total\r\n",
     );
-    for f in [empty, header] {
+    for f in [&empty, &header] {
         let r = importer(
             s,
             b,
@@ -103,15 +103,34 @@ pub async fn empty_and_header_only(s: &Scratch, b: &Backend) {
             ],
         )
         .await;
-        assert_eq!(only(&r).status, Status::Loaded, "{}", r.text);
+        assert_eq!(only(&r).status, Status::Empty, "{}", r.text);
+        assert_eq!(r.failed(), 0);
         assert_eq!(counts(&r), (0, 0, 0, 0));
     }
     assert_eq!(count(b, "orders", "acme").await, 0);
     assert_eq!(
-        b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs WHERE status = 'succeeded'")
+        b.rows("SELECT status, error FROM import_runs ORDER BY id")
             .await,
-        "2"
+        vec![vec!["empty", "empty export (no data rows)"]; 2]
     );
+    // --on-empty fail makes it a failure.
+    let r = importer(
+        s,
+        b,
+        &[
+            "load",
+            empty.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+            "--on-empty",
+            "fail",
+        ],
+    )
+    .await;
+    assert_eq!(only(&r).status, Status::Failed, "{}", r.text);
+    assert!(only(&r).error.as_deref().unwrap().contains("empty export"));
 }
 
 pub async fn bad_rows_rejected(s: &Scratch, b: &Backend) {
@@ -242,7 +261,15 @@ pub async fn bad_files_refused_whole(s: &Scratch, b: &Backend) {
                 b64(&corrupt_zip(&big))
             )
             .into_bytes(),
-            "line",
+            "zip: entry \"orders.csv\"",
+        ),
+        (
+            "quote.csv.json",
+            payload(
+                "orders",
+                &format!("{ORDERS_HEADER}164,1,2026-11-01,ok,EUR,1.00,\n165,1,2026-11-01,\"abc,EUR,1.00,\n166,1,2026-11-01,ok,EUR,1.00,\n167,1,2026-11-01,ok,EUR,1.00,\n"),
+            ),
+            "CSV: line 3: unterminated quoted field",
         ),
     ];
     for (name, body, want) in cases {
@@ -427,7 +454,7 @@ pub async fn many_generated_types(s: &Scratch, b: &Backend) {
     assert!(
         types
             .text
-            .contains(&format!("{} types", GENERATED_TYPES + 8)),
+            .contains(&format!("{} types", GENERATED_TYPES + 8 + EXTRA_TYPES)),
         "{}",
         types.text
     );
@@ -540,7 +567,7 @@ pub async fn shutdown_rolls_back(s: &Scratch, b: &Backend) {
     .await;
     assert!(r.interrupted, "{}", r.text);
     assert!(
-        r.outcomes.iter().all(|o| o.status == Status::Failed),
+        r.outcomes.iter().all(|o| o.status == Status::Interrupted),
         "{}",
         r.text
     );
@@ -566,12 +593,467 @@ pub async fn shutdown_rolls_back(s: &Scratch, b: &Backend) {
     assert_eq!(
         b.rows("SELECT status, error FROM import_runs").await,
         vec![vec![
-            "failed".to_string(),
+            "interrupted".to_string(),
             format!("{}: interrupted", big.display())
         ]]
     );
     assert_eq!(count(b, "orders", "acme").await, 0);
     assert!(s.spool_is_empty());
+}
+
+/// Loads a local file as `module` and returns the report.
+async fn load_as(s: &Scratch, b: &Backend, file: &std::path::Path, module: &str) -> Report {
+    importer(
+        s,
+        b,
+        &[
+            "load",
+            file.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            module,
+        ],
+    )
+    .await
+}
+
+async fn rejects_of(b: &Backend, run: i64) -> Vec<Vec<String>> {
+    b.rows(&format!(
+        "SELECT CAST(line AS TEXT), COALESCE(column_name, '-'), raw_record, reason FROM import_rejects \
+         WHERE run_id = {run} ORDER BY line"
+    ))
+    .await
+}
+
+pub async fn nul_and_bad_utf8_rejected(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    let mut csv = ORDERS_HEADER.as_bytes().to_vec();
+    csv.extend_from_slice(b"1,10,2026-11-01,ok,EUR,1.00,\n");
+    csv.extend_from_slice(b"2,10,2026-11-01,a\0b,EUR,1.00,\n");
+    csv.extend_from_slice(b"3,10,2026-11-01,\xff\xfe,EUR,1.00,\n");
+    csv.extend_from_slice(b"4,10,2026-11-01,back\\slash,EUR,1.00,\n");
+    let f = s.file("nul.csv", csv);
+    let r = load_as(s, b, &f, "orders").await;
+    assert_eq!(counts(&r), (4, 2, 2, 2));
+    let run = only(&r).run_id.unwrap();
+    assert_eq!(
+        rejects_of(b, run).await,
+        vec![
+            vec![
+                "3",
+                "status",
+                "2,10,2026-11-01,a\\x00b,EUR,1.00,",
+                "text contains a NUL byte"
+            ],
+            vec![
+                "4",
+                "status",
+                "3,10,2026-11-01,\\xff\\xfe,EUR,1.00,",
+                "invalid UTF-8"
+            ],
+        ]
+    );
+    assert_eq!(
+        b.value("SELECT status FROM orders WHERE tenant_id = 'acme' AND order_id = 4")
+            .await,
+        "back\\slash"
+    );
+}
+
+pub async fn repeated_keys_beyond_a_batch(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    // 1,000 rows into an empty slice: ids 1..=500, then all of them again.
+    let mut csv = orders(1, 500, "first");
+    csv.push_str(orders(1, 500, "second").trim_start_matches(ORDERS_HEADER));
+    let f = s.file("repeats.csv", csv);
+    let r = load_as(s, b, &f, "orders").await;
+    assert_eq!(counts(&r), (1000, 1000, 0, 500));
+    assert_eq!(
+        only(&r).loaded.unwrap().path,
+        importer::db::LoadPath::Staged
+    );
+    assert_eq!(
+        b.rows("SELECT status, CAST(count(*) AS TEXT) FROM orders WHERE tenant_id = 'acme' GROUP BY status")
+            .await,
+        vec![vec!["second", "500"]]
+    );
+}
+
+pub async fn reserved_words_and_empty_strings(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    let f = s.file(
+        "reserved.csv",
+        "user,select,group\n1,a,1.50\n2,\"\",\n3,,\"\"\n",
+    );
+    let r = load_as(s, b, &f, "reserved").await;
+    assert_eq!(counts(&r), (3, 3, 0, 3));
+    let q = "SELECT CAST(\"user\" AS TEXT), CASE WHEN \"select\" IS NULL THEN 'NULL' ELSE '[' || \"select\" || ']' END, \
+             CAST(\"group\" AS TEXT) FROM \"order\" ORDER BY \"user\"";
+    assert_eq!(
+        b.rows(q).await,
+        vec![
+            vec!["1", "[a]", "1.50"],
+            vec!["2", "[]", "∅"],
+            vec!["3", "NULL", "∅"],
+        ]
+    );
+    // The staged path quotes them too.
+    let f2 = s.file("reserved2.csv", "user,select,group\n1,b,1.50\n2,\"\",\n");
+    let r = load_as(s, b, &f2, "reserved").await;
+    assert_eq!(counts(&r), (2, 2, 0, 1));
+    assert_eq!(
+        only(&r).loaded.unwrap().path,
+        importer::db::LoadPath::Staged
+    );
+}
+
+pub async fn csv_spectrum(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    for case in SPECTRUM {
+        let f = spectrum_file(case, "csv");
+        let r = load_as(s, b, &f, &format!("spectrum_{case}")).await;
+        let table = format!("spectrum_{case}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(spectrum_file(case, "json")).unwrap()).unwrap();
+        // This case's JSON is one object, not a list, and names another phone number than
+        // its CSV; the other fields must match.
+        let want = match json {
+            serde_json::Value::Array(rows) => rows,
+            mut one => {
+                one["Contact Phone Number"] = "2095257564".into();
+                vec![one]
+            }
+        };
+        let csv = std::fs::read_to_string(&f).unwrap();
+        let names: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let cols: Vec<String> = (0..names.len()).map(|i| format!("c{i}")).collect();
+        let mut got = b
+            .rows(&format!("SELECT {} FROM {table}", cols.join(", ")))
+            .await;
+        got.sort();
+        let mut want: Vec<Vec<String>> = want
+            .iter()
+            .map(|row| {
+                names
+                    .iter()
+                    .map(|n| row[*n].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{case}");
+        assert_eq!(counts(&r).2, 0, "{case}");
+    }
+}
+
+pub async fn record_size_limits(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    // The type's own limit (100 bytes).
+    let long = "y".repeat(300);
+    let f = s.file(
+        "small.csv",
+        format!("id,v\n1,short\n2,\"{long}\n{long}\"\n3,ok\n"),
+    );
+    let r = load_as(s, b, &f, "small-records").await;
+    assert_eq!(counts(&r), (3, 2, 1, 2));
+    let rejects = rejects_of(b, only(&r).run_id.unwrap()).await;
+    assert_eq!(rejects[0][0], "3");
+    assert_eq!(
+        rejects[0][3],
+        "record longer than 100 bytes (max_record_bytes)"
+    );
+    assert!(rejects[0][2].starts_with("2,yyy") && rejects[0][2].ends_with('…'));
+    // The command line's default for other types.
+    let f = s.file(
+        "orders.csv",
+        format!(
+            "{ORDERS_HEADER}1,10,2026-11-01,{},EUR,1.00,\n2,10,2026-11-01,ok,EUR,1.00,\n",
+            "z".repeat(5000)
+        ),
+    );
+    let r = importer(
+        s,
+        b,
+        &[
+            "--max-record-bytes",
+            "1000",
+            "load",
+            f.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ],
+    )
+    .await;
+    assert_eq!(counts(&r), (2, 1, 1, 1));
+}
+
+/// A fake export API with answers that are wrong in the ways real ones are.
+async fn odd_api() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let broken = Arc::new(AtomicUsize::new(0));
+    let export = move |Path(module): Path<String>| {
+        let broken = broken.clone();
+        async move {
+            let json = [(CONTENT_TYPE, "application/json")];
+            match module.as_str() {
+                // An HTML page with 200, as a misrouted proxy gives.
+                "customers" => (
+                    [(CONTENT_TYPE, "text/html")],
+                    "<!doctype html><title>Sign in</title>",
+                )
+                    .into_response(),
+                // A bare CSV.
+                "products" => ([(CONTENT_TYPE, "text/csv")], "product_id\n1\n").into_response(),
+                // JSON of the wrong shape.
+                "payments" => (json, "[1, 2, 3]").into_response(),
+                // A body that breaks off the first time.
+                "orders" => {
+                    let body = payload("orders", &orders(1, 3, "open"));
+                    if broken.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let half = body[..body.len() / 2].to_vec();
+                        let stream = futures_util::stream::iter(vec![
+                            Ok::<_, std::io::Error>(half),
+                            Err(std::io::Error::other("connection reset")),
+                        ]);
+                        Response::builder()
+                            .header(CONTENT_TYPE, "application/json")
+                            .header("content-length", body.len().to_string())
+                            .body(Body::from_stream(stream))
+                            .unwrap()
+                    } else {
+                        (json, body).into_response()
+                    }
+                }
+                // No data rows.
+                "invoices" => {
+                    (json, payload("invoices", "invoice_no,issued_on,amount\n")).into_response()
+                }
+                _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/exports/{module}", get(export));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, server)
+}
+
+pub async fn export_answers_checked(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    let (url, server) = odd_api().await;
+    let r = importer(
+        s,
+        b,
+        &[
+            "run",
+            "--base-url",
+            &url,
+            "--tenant",
+            "acme",
+            "--date",
+            "2026-11-27",
+            "--type",
+            "customers,products,payments,orders,invoices",
+        ],
+    )
+    .await;
+    server.abort();
+    let by = |m: &str| r.outcomes.iter().find(|o| o.module == m).unwrap();
+    let err = |m: &str| by(m).error.clone().unwrap_or_default();
+    assert_eq!(by("customers").status, Status::Failed, "{}", r.text);
+    assert!(
+        err("customers").contains("HTTP: GET")
+            && err("customers")
+                .contains("got Content-Type text/html with a body starting \"<!doctype html>"),
+        "{}",
+        err("customers")
+    );
+    assert!(
+        err("products").contains("Content-Type text/csv"),
+        "{}",
+        err("products")
+    );
+    assert!(
+        err("payments").contains("got application/json with a body starting \"[1, 2, 3]\""),
+        "{}",
+        err("payments")
+    );
+    assert_eq!(by("orders").status, Status::Loaded, "retried: {}", r.text);
+    assert_eq!(by("invoices").status, Status::Empty, "{}", r.text);
+    assert_eq!(count(b, "orders", "acme").await, 3);
+}
+
+pub async fn wide_type(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    let wide = |tag: &str| {
+        let mut csv = String::from("id");
+        for j in 1..200 {
+            csv.push_str(&format!(",c{j}"));
+        }
+        csv.push('\n');
+        for i in 0..1000 {
+            csv.push_str(&i.to_string());
+            for j in 1..200 {
+                csv.push_str(&format!(",{tag}{j}"));
+            }
+            csv.push('\n');
+        }
+        csv
+    };
+    let f = s.file("wide.csv", wide("v"));
+    let r = load_as(s, b, &f, "wide").await;
+    assert_eq!(counts(&r), (1000, 1000, 0, 1000));
+    let f = s.file("wide2.csv", wide("w"));
+    let r = load_as(s, b, &f, "wide").await;
+    assert_eq!(counts(&r), (1000, 1000, 0, 1000));
+    assert_eq!(
+        b.value("SELECT c199 FROM wide WHERE tenant_id = 'acme' AND id = 999")
+            .await,
+        "w199"
+    );
+}
+
+pub async fn killed_run_is_abandoned(s: &Scratch, b: &Backend) {
+    migrate(s, b).await;
+    let big = s.file("big.csv", orders(1, 400_000, "open"));
+    let mut child = importer_bin(s, b)
+        .args([
+            "load",
+            big.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--module",
+            "orders",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    eventually("a running run", || async {
+        b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs WHERE status = 'running'")
+            .await
+            == "1"
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let small = s.file("small.csv", orders(1, 10, "open"));
+    let r = load_as(s, b, &small, "orders").await;
+    assert_eq!(counts(&r), (10, 10, 0, 10));
+    let runs = b
+        .rows("SELECT status, COALESCE(error, '') FROM import_runs ORDER BY id")
+        .await;
+    assert_eq!(runs[0][0], "abandoned", "{runs:?}");
+    assert!(
+        runs[0][1].starts_with("abandoned: owner ")
+            && runs[0][1].contains(&format!("/{pid}/"))
+            && runs[0][1].ends_with(&format!("process {pid} is not running")),
+        "{runs:?}"
+    );
+    assert_eq!(runs[1][0], "succeeded");
+    assert_eq!(count(b, "orders", "acme").await, 10);
+}
+
+/// Peak RSS of a finished command, from GNU time.
+fn peak_rss_kb(
+    cmd: &mut std::process::Command,
+    out: &std::path::Path,
+) -> (std::process::Output, u64) {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(out)
+        .arg(program)
+        .args(args);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let output = timed
+        .output()
+        .expect("GNU time at /usr/bin/time (scripts/setup installs it)");
+    let text = std::fs::read_to_string(out).unwrap();
+    let kb = text.trim().lines().last().unwrap().parse().unwrap();
+    (output, kb)
+}
+
+pub async fn bomb_in_bounded_memory(s: &Scratch, b: &Backend) {
+    use base64::Engine;
+    migrate(s, b).await;
+    // A 256 MB field inside a zip of about 250 KB.
+    let zip_path = s.dir.path().join("bomb.zip");
+    {
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        w.start_file("orders.csv", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(ORDERS_HEADER.as_bytes()).unwrap();
+        w.write_all(b"1,10,2026-11-01,").unwrap();
+        let mib = vec![b'x'; 1 << 20];
+        for _ in 0..256 {
+            w.write_all(&mib).unwrap();
+        }
+        w.write_all(b",EUR,1.00,\n2,10,2026-11-01,ok,EUR,1.00,\n")
+            .unwrap();
+        w.finish().unwrap();
+    }
+    let zip = std::fs::read(&zip_path).unwrap();
+    // And an unknown key holding a 100 MB string in front of the data.
+    let payload = s.dir.path().join("bomb.json");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&payload).unwrap());
+        f.write_all(br#"{"module_name":"orders","junk":""#).unwrap();
+        let mib = vec![b'a'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&mib).unwrap();
+        }
+        f.write_all(br#"","data":""#).unwrap();
+        f.write_all(
+            base64::engine::general_purpose::STANDARD
+                .encode(&zip)
+                .as_bytes(),
+        )
+        .unwrap();
+        f.write_all(br#""}"#).unwrap();
+    }
+    let (out, kb) = peak_rss_kb(
+        importer_bin(s, b).args(["load", payload.to_str().unwrap(), "--tenant", "acme"]),
+        &s.dir.path().join("rss.txt"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(kb <= 32 * 1024, "peak RSS {kb} kB over 32 MB");
+    assert_eq!(
+        b.rows("SELECT status, CAST(rows_read AS TEXT), CAST(rows_loaded AS TEXT), CAST(rows_rejected AS TEXT) FROM import_runs")
+            .await,
+        vec![vec!["succeeded", "2", "1", "1"]]
+    );
+    let reason = b.value("SELECT reason FROM import_rejects").await;
+    assert_eq!(
+        reason,
+        "record longer than 1048576 bytes (max_record_bytes)"
+    );
+    eprintln!("bomb: peak RSS {kb} kB");
 }
 
 /// A fake export API: `GET /exports/{module}?date=` with `x-tenant-id`; knows only `orders`.
@@ -583,7 +1065,7 @@ pub async fn fake_api() -> (String, tokio::task::JoinHandle<()>) {
         Path(module): Path<String>,
         Query(q): Query<std::collections::HashMap<String, String>>,
         headers: HeaderMap,
-    ) -> Result<Vec<u8>, StatusCode> {
+    ) -> Result<([(axum::http::HeaderName, &'static str); 1], Vec<u8>), StatusCode> {
         let tenant = headers
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok())
@@ -591,12 +1073,13 @@ pub async fn fake_api() -> (String, tokio::task::JoinHandle<()>) {
         if q.get("date").map(String::as_str) != Some("2026-11-27") {
             return Err(StatusCode::BAD_REQUEST);
         }
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
         match module.as_str() {
             "orders" => {
                 let rows = if tenant == "acme" { 3 } else { 5 };
-                Ok(payload("orders", &orders(1, rows, tenant)))
+                Ok((json, payload("orders", &orders(1, rows, tenant))))
             }
-            "invoices" => Ok(payload("payments", "payment_id\n")),
+            "invoices" => Ok((json, payload("payments", "payment_id\n"))),
             _ => Err(StatusCode::NOT_FOUND),
         }
     }
@@ -691,8 +1174,26 @@ macro_rules! backend_tests {
             shards_split_work,
             /// `importer run` fetches each tenant's exports, skips 404s and refuses a wrong module.
             run_fetches_exports,
-            /// A shutdown signal stops the load in flight, rolls it back, records it failed, and starts nothing new.
+            /// A shutdown signal stops the load in flight, rolls it back, records it interrupted, and starts nothing new.
             shutdown_rolls_back,
+            /// NUL and invalid UTF-8 reject their rows, stored escaped, and the file still loads.
+            nul_and_bad_utf8_rejected,
+            /// A key repeated in a 1,000-row file (beyond one batch) into an empty slice: the last occurrence wins.
+            repeated_keys_beyond_a_batch,
+            /// Reserved words as table and column names work on both load paths; `""` is an empty string, an empty field NULL.
+            reserved_words_and_empty_strings,
+            /// csv-spectrum's cases load exactly as their JSON says (the one with a Latin-1 byte is rejected, escaped).
+            csv_spectrum,
+            /// Records over the type's or the default size limit are rejected with the reason; the rest load.
+            record_size_limits,
+            /// HTML, bare CSV and wrongly shaped answers are refused naming what arrived; a broken body is retried; no rows is `empty`.
+            export_answers_checked,
+            /// A 200-column type loads on both paths (SQLite batches stay under its parameter limit).
+            wide_type,
+            /// kill -9 during a load, then a new run: the old run is marked abandoned with the reason.
+            killed_run_is_abandoned,
+            /// A 256 MB single-field zip bomb behind a 100 MB unknown JSON value: peak RSS at most 32 MB.
+            bomb_in_bounded_memory,
         );
     };
     (@each |$s:ident| $make:expr; $($(#[$doc:meta])* $name:ident,)*) => {

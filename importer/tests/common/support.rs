@@ -14,6 +14,33 @@ use importer::Report;
 /// Number of generated types, besides the example registry's.
 pub const GENERATED_TYPES: usize = 60;
 
+/// The csv-spectrum cases (tests/data/csv-spectrum), each loaded as type `spectrum_<case>`.
+pub const SPECTRUM: [&str; 12] = [
+    "comma_in_quotes",
+    "empty",
+    "empty_crlf",
+    "escaped_quotes",
+    "json",
+    "location_coordinates",
+    "newlines",
+    "newlines_crlf",
+    "quotes_and_newlines",
+    "simple",
+    "simple_crlf",
+    "utf8",
+];
+
+/// Types besides the example's and the generated ones: reserved words, a wide one, one with
+/// a small record limit, and the csv-spectrum cases.
+pub const EXTRA_TYPES: usize = 3 + SPECTRUM.len();
+
+/// A csv-spectrum file.
+pub fn spectrum_file(case: &str, ext: &str) -> PathBuf {
+    let dir = if ext == "csv" { "csvs" } else { "json" };
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/csv-spectrum/{dir}/{case}.{ext}"))
+}
+
 /// The column types the generator cycles through, with a valid sample value for row `i`.
 fn generated_column(j: usize, i: usize) -> (&'static str, String) {
     match j % 8 {
@@ -48,6 +75,52 @@ pub fn write_registry(dir: &Path) -> PathBuf {
         for j in 0..(t % 6 + 2) {
             let (ty, _) = generated_column(j, 0);
             text.push_str(&format!("      - {{ name: c{j}, type: \"{ty}\" }}\n"));
+        }
+    }
+    // Reserved words as table and column names.
+    for line in [
+        "  - module: reserved",
+        "    table: order",
+        "    natural_key: [user]",
+        "    columns:",
+        "      - { name: user, type: int, required: true }",
+        "      - { name: select, type: text }",
+        "      - { name: group, type: \"decimal(5,2)\" }",
+    ] {
+        text.push_str(line);
+        text.push('\n');
+    }
+    // 200 columns: more parameters per row than SQLite's default multi-row insert allows.
+    text.push_str("  - module: wide\n    natural_key: [id]\n    columns:\n      - { name: id, type: bigint, required: true }\n");
+    for j in 1..200 {
+        text.push_str(&format!("      - {{ name: c{j}, type: text }}\n"));
+    }
+    for line in [
+        "  - module: small-records",
+        "    max_record_bytes: 100",
+        "    natural_key: [id]",
+        "    columns:",
+        "      - { name: id, type: int, required: true }",
+        "      - { name: v, type: text }",
+    ] {
+        text.push_str(line);
+        text.push('\n');
+    }
+    // csv-spectrum: every column text and part of the key, named c0… with the header as alias.
+    for case in SPECTRUM {
+        let csv = std::fs::read(spectrum_file(case, "csv")).unwrap();
+        let header = String::from_utf8_lossy(&csv);
+        let header = header.lines().next().unwrap();
+        let names: Vec<&str> = header.split(',').collect();
+        let keys: Vec<String> = (0..names.len()).map(|i| format!("c{i}")).collect();
+        text.push_str(&format!(
+            "  - module: spectrum_{case}\n    natural_key: [{}]\n    columns:\n",
+            keys.join(", ")
+        ));
+        for (i, n) in names.iter().enumerate() {
+            text.push_str(&format!(
+                "      - {{ name: c{i}, type: text, required: true, aliases: [\"{n}\"] }}\n"
+            ));
         }
     }
     let path = dir.join("registry.yaml");
@@ -143,6 +216,8 @@ impl Backend {
         match self {
             Self::Sqlite(p) => {
                 let conn = rusqlite::Connection::open(p).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(30))
+                    .unwrap();
                 let mut stmt = conn.prepare(sql).unwrap();
                 let n = stmt.column_count();
                 stmt.query_map([], |r| {
@@ -210,7 +285,8 @@ pub async fn postgres() -> Backend {
         .unwrap();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let base = base.split('?').next().unwrap_or(base);
-    Backend::Postgres(format!("{base}/{name}"))
+    // The throwaway server is on loopback: plaintext, allowed explicitly.
+    Backend::Postgres(format!("{base}/{name}?sslmode=disable"))
 }
 
 /// Runs an importer command in-process, as the binary would (global options first).
@@ -238,6 +314,58 @@ pub async fn importer_until(
     let cli = <Cli as clap::Parser>::try_parse_from(&argv).unwrap();
     let config = Config::from_cli(cli).unwrap();
     importer::run(config, shutdown).await.unwrap()
+}
+
+/// Like [`importer`], returning configuration and command errors as text.
+pub async fn try_importer(
+    scratch: &Scratch,
+    backend: &Backend,
+    args: &[&str],
+) -> Result<Report, String> {
+    let mut argv: Vec<String> = vec![
+        "importer".into(),
+        "--database-url".into(),
+        backend.url(),
+        "--registry".into(),
+        scratch.registry.display().to_string(),
+        "--temp-dir".into(),
+        scratch.temp.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
+    importer::run(config, std::future::pending())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The importer binary with the test's database, registry and temp dir, logging warnings.
+pub fn importer_bin(scratch: &Scratch, backend: &Backend) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_importer"));
+    cmd.env("RUST_LOG", "warn")
+        .arg("--database-url")
+        .arg(backend.url())
+        .arg("--registry")
+        .arg(&scratch.registry)
+        .arg("--temp-dir")
+        .arg(&scratch.temp);
+    cmd
+}
+
+/// Waits up to 60 s for `check` to hold, polling.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Migrates (needed for PostgreSQL; SQLite migrates itself, and again is harmless).

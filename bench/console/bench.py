@@ -1,0 +1,233 @@
+"""Console benchmark driver (see run.sh): seed, start the console, time pages, read RSS."""
+
+import html
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PG_URL = os.environ["PG_URL"]
+WORK = os.environ["WORK"]
+CONSOLE = os.environ["CONSOLE"]
+IMPORTER = os.environ["IMPORTER"]
+ROWS = int(os.environ.get("ROWS", "1000000"))
+RUNS = int(os.environ.get("RUNS", "10000"))
+REPS = int(os.environ.get("REPS", "7"))
+BUDGET_MS = 100.0
+RSS_BUDGET_MB = 30.0
+REGISTRY = os.path.join(ROOT, "importer/registry/example.yaml")
+MODULES = ["customers", "products", "orders", "order-lines", "invoices", "payments", "inventory-levels", "employees"]
+
+
+def psql(sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", PG_URL, "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def seed():
+    env = dict(os.environ, DATABASE_URL=PG_URL, IMPORTER_REGISTRY=REGISTRY)
+    subprocess.run([IMPORTER, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    t = time.time()
+    psql(f"""
+      INSERT INTO orders (tenant_id, order_id, customer_id, order_date, status, currency, total, updated_at)
+      SELECT 'tenant-' || (i % 10), i, i % 50000, date '2025-01-01' + (i % 365),
+             (ARRAY['open','closed','shipped','cancelled'])[1 + i % 4],
+             CASE WHEN i % 7 = 0 THEN NULL ELSE (ARRAY['EUR','USD','GBP'])[1 + i % 3] END,
+             (i % 100000) / 100.0, NULL
+      FROM generate_series(1, {ROWS}) i;
+      INSERT INTO import_runs (tenant, module, source, export_date, started_at, finished_at, status,
+                               rows_read, rows_loaded, rows_rejected, rows_written, load_path, content_hash)
+      SELECT 'tenant-' || (i % 10), (ARRAY{MODULES!r})[1 + i % 8], 'http://api/exports/x',
+             date '2026-01-01' - (i / 80),
+             now() - make_interval(secs => ({RUNS} - i) * 500.0),
+             now() - make_interval(secs => ({RUNS} - i) * 500.0) + make_interval(secs => 1 + i % 60),
+             CASE WHEN i % 50 = 0 THEN 'failed' WHEN i % 9 = 0 THEN 'duplicate' ELSE 'succeeded' END,
+             1000 + i, 990 + i, 10, 990 + i, 'staged', md5(i::text)
+      FROM generate_series(1, {RUNS}) i;
+      INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason)
+      SELECT r.id, 'orders.csv', g + 1, 'total', r.id || ',x,2026-01-01,open,EUR,not-a-number', 'not a decimal'
+      FROM import_runs r, generate_series(1, 10) g;
+      INSERT INTO import_rejects (run_id, file, line, column_name, raw_record, reason)
+      SELECT {RUNS // 2}, 'orders.csv', g + 1, 'total', g || ',x,2026-01-01,open,EUR,not-a-number', 'not a decimal'
+      FROM generate_series(1, 100000) g;
+      ANALYZE;
+    """)
+    return time.time() - t
+
+
+ANCHORS = {
+    # The same question asked straight through psql (\\timing, median of REPS): what the page
+    # costs above the database.
+    "runs, newest": "SELECT * FROM import_runs ORDER BY id DESC LIMIT 51",
+    "data, tenant": "SELECT * FROM orders WHERE tenant_id = 'tenant-3' ORDER BY tenant_id, order_id LIMIT 51",
+    "data, sort by total desc, tenant": "SELECT * FROM orders WHERE tenant_id = 'tenant-3' "
+                                        "ORDER BY total DESC NULLS FIRST, tenant_id DESC, order_id DESC LIMIT 51",
+    "run with 100k rejects": f"SELECT * FROM import_rejects WHERE run_id = {RUNS // 2} ORDER BY id LIMIT 101",
+}
+
+
+def psql_ms(sql):
+    script = "\\timing on\n" + (sql + ";\n") * (REPS + 1)
+    out = subprocess.run(["psql", "-q", PG_URL], input=script.encode(), capture_output=True, check=True).stdout
+    times = [float(t) for t in re.findall(rb"Time: ([0-9.]+) ms", out)][1:]
+    return statistics.median(times)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Http:
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.cookie = None
+
+    def request(self, method, path, body=None):
+        headers = {}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        t = time.perf_counter()
+        self.conn.request(method, path, body=body, headers=headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        total = (time.perf_counter() - t) * 1000
+        m = re.search(r"app;dur=([0-9.]+)", r.getheader("server-timing") or "")
+        server = float(m.group(1)) if m else float("nan")
+        return r, data, server, total
+
+
+def rss(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def main():
+    print(f"seeding {ROWS:,} orders rows, {RUNS:,} runs ...", file=sys.stderr)
+    seed_s = seed()
+    users = os.path.join(WORK, "users")
+    h = subprocess.run([CONSOLE, "hash-password"], input=b"bench-password", capture_output=True, check=True)
+    with open(users, "w") as f:
+        f.write(f"admin:admin:{h.stdout.decode().strip()}\n")
+    port = free_port()
+    env = dict(os.environ, RUST_LOG="warn")
+    proc = subprocess.Popen([CONSOLE, "--auth", "password", "--users-file", users, "--insecure-cookies",
+                             "--database-url", PG_URL, "--registry", REGISTRY,
+                             "--listen", f"127.0.0.1:{port}"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        c = Http(port)
+        r, _, _, _ = c.request("POST", "/login", "username=admin&password=bench-password")
+        c.cookie = r.getheader("set-cookie").split(";")[0]
+        rss_idle = rss(proc.pid)
+
+        def next_link(path):
+            _, body, _, _ = c.request("GET", path)
+            m = re.search(r'<a href="([^"]+)" id="next-page"', body.decode())
+            return html.unescape(m.group(1)) if m else path
+
+        big_run = RUNS // 2
+        pages = [
+            ("HTTP floor: /livez", "/livez"),
+            ("runs, newest", "/runs"),
+            ("runs, tenant filter", "/runs?tenant=tenant-3"),
+            ("runs, status=failed", "/runs?status=failed"),
+            ("runs, type+dates", "/runs?type=orders&from=2025-12-01&to=2025-12-31"),
+            ("runs, deep page", f"/runs?before={RUNS // 3}"),
+            ("run with 100k rejects", f"/runs/{big_run}"),
+            ("rejects, next page", f"/runs/{big_run}/rejects?after=100000"),
+            ("charts (30 days)", "/charts"),
+            ("data types", "/data"),
+            ("data, first page", "/data/orders"),
+            ("data, tenant", "/data/orders?tenant=tenant-3"),
+            ("data, tenant, page 2", next_link("/data/orders?tenant=tenant-3")),
+            ("data, tenant + number range", "/data/orders?tenant=tenant-3&total.min=100&total.max=200"),
+            ("data, tenant + date range", "/data/orders?tenant=tenant-3&order_date.min=2025-03-01&order_date.max=2025-03-31"),
+            ("data, equals (no tenant)", "/data/orders?status.eq=shipped"),
+            ("data, contains (common)", "/data/orders?tenant=tenant-3&currency.has=eu"),
+            ("data, key equals", "/data/orders?order_id.eq=777777"),
+            ("data, sort by total desc, tenant", "/data/orders?tenant=tenant-3&sort=total&dir=desc"),
+            ("data, sort by total, page 2", next_link("/data/orders?tenant=tenant-3&sort=total")),
+            ("data, sort by total (all tenants)", "/data/orders?sort=total"),
+            ("data, contains (no match: full scan)", "/data/orders?currency.has=zz"),
+            ("tenants (no sidecar configured)", "/tenants"),
+        ]
+        rows = []
+        for name, path in pages:
+            c.request("GET", path)  # warm-up
+            server, total = [], []
+            status = None
+            for _ in range(REPS):
+                r, _, s, t = c.request("GET", path)
+                status = r.status
+                server.append(s)
+                total.append(t)
+            rows.append((name, path, status, statistics.median(server), max(server), statistics.median(total)))
+        t = time.perf_counter()
+        r, body, _, _ = c.request("GET", "/data/orders/csv?tenant=tenant-3")
+        csv_s = time.perf_counter() - t
+        csv_rows = body.count(b"\n") - 1
+        rss_end = rss(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    anchors = {name: psql_ms(sql) for name, sql in ANCHORS.items()}
+    floor = rows[0][3]
+    out = []
+    out.append(f"Seeded {ROWS:,} rows into `orders` and {RUNS:,} runs (+{RUNS * 10 + 100000:,} rejects) "
+               f"in {seed_s:.1f} s; {REPS} requests per page after one warm-up; "
+               f"PostgreSQL default settings, loopback, release build.\n")
+    out.append("| page | status | server ms (median) | server ms (max) | client ms (median) | median / 100 ms budget |")
+    out.append("|---|---|---:|---:|---:|---:|")
+    worst = 0.0
+    for name, path, status, med, mx, cl in rows:
+        out.append(f"| {name} (`{path[:70]}`) | {status} | {med:.1f} | {mx:.1f} | {cl:.1f} | {med / BUDGET_MS:.2f} |")
+        if not name.startswith("HTTP floor"):
+            worst = max(worst, med)
+    out.append("")
+    out.append(f"HTTP floor (/livez) {floor:.2f} ms server time. Slowest page median: {worst:.1f} ms "
+               f"({'within' if worst <= BUDGET_MS else 'OVER'} the {BUDGET_MS:.0f} ms budget).")
+    out.append("")
+    out.append("Anchor: the page's main query run straight through psql (`\\timing`) in the same run.")
+    out.append("")
+    out.append("| page | page server ms | psql ms | ratio |")
+    out.append("|---|---:|---:|---:|")
+    for name, _, _, med, _, _ in rows:
+        if name in anchors:
+            out.append(f"| {name} | {med:.1f} | {anchors[name]:.1f} | {med / max(anchors[name], 0.01):.1f}x |")
+    out.append("")
+    out.append(f"CSV export of one tenant ({csv_rows:,} rows): {csv_s:.2f} s.")
+    out.append(f"RSS: {rss_idle['VmRSS']:.1f} MB after login, {rss_end['VmRSS']:.1f} MB after all pages and the export; "
+               f"peak (VmHWM) {rss_end['VmHWM']:.1f} MB; budget {RSS_BUDGET_MB:.0f} MB "
+               f"(ratio {rss_end['VmHWM'] / RSS_BUDGET_MB:.2f}).")
+    text = "\n".join(out)
+    print(text)
+    with open(os.path.join(ROOT, "bench/console/RESULTS.md"), "w") as f:
+        f.write("# Console benchmark results\n\n`bench/console/run.sh` on this machine (2 shared cores).\n\n")
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
