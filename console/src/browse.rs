@@ -142,7 +142,7 @@ fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String>
     let widened;
     let raw = match ty {
         ColumnType::Timestamp | ColumnType::TimestampTz
-            if parse_field(ColumnType::Date, true, raw.as_bytes()).is_ok() =>
+            if parse_field(ColumnType::Date, true, raw.as_bytes(), false).is_ok() =>
         {
             let zone = if ty == ColumnType::TimestampTz {
                 "+00:00"
@@ -157,7 +157,7 @@ fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String>
         }
         _ => raw,
     };
-    let field = parse_field(ty, true, raw.as_bytes())?;
+    let field = parse_field(ty, true, raw.as_bytes(), false)?;
     Ok(match (d, field) {
         (_, Field::Null) => return Err("empty".into()),
         (Dialect::Sqlite, Field::Int(i)) => Param::Int(i),

@@ -414,8 +414,13 @@ fn nonempty(v: Option<String>) -> Option<String> {
 fn check_date(param: &str, v: Option<String>) -> Result<Option<String>, AppError> {
     match nonempty(v) {
         Some(d) => {
-            importer::value::parse_field(importer::registry::ColumnType::Date, true, d.as_bytes())
-                .map_err(|e| AppError::BadRequest(format!("{param}: {e}")))?;
+            importer::value::parse_field(
+                importer::registry::ColumnType::Date,
+                true,
+                d.as_bytes(),
+                false,
+            )
+            .map_err(|e| AppError::BadRequest(format!("{param}: {e}")))?;
             Ok(Some(d))
         }
         None => Ok(None),
@@ -779,7 +784,7 @@ fn column_ctx(def: &importer::registry::TypeDef) -> Vec<Value> {
         .map(|c| {
             context! {
                 name => c.name, ty => c.ty.name(), kind => browse::kind(c.ty),
-                key => def.key_names().any(|k| k == c.name),
+                key => def.key_names().any(|k| k == c.name.as_str()),
             }
         })
         .collect()
@@ -849,7 +854,7 @@ async fn data_csv(
     let b = browse::parse(&def, state.store.dialect(), &pairs)?;
     let sql = browse::select(&def, state.store.dialect(), &b);
     let header_row = std::iter::once(importer::registry::TENANT_COLUMN.to_string())
-        .chain(def.columns.iter().map(|c| c.name.clone()))
+        .chain(def.columns.iter().map(|c| c.name.as_str().to_owned()))
         .collect();
     Ok(csv_response(
         format!("{}.csv", def.table),

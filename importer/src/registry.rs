@@ -53,6 +53,28 @@ impl Ident {
     }
 }
 
+/// The bare name, so `&Ident` reads as `&str` where a name is compared or
+/// looked up; SQL text always goes through `Display`, which quotes.
+impl std::ops::Deref for Ident {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for Ident {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Serializes as the bare name (for templates and JSON), never quoted.
+impl serde::Serialize for Ident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Validated names hold no quote; doubling keeps the rule total anyway.

@@ -118,7 +118,9 @@ impl World {
             .await
             .unwrap();
         let (head, _) = base.rsplit_once('/').unwrap();
-        let url = format!("{head}/{name}");
+        // Loopback test cluster: plaintext, said explicitly (the importer
+        // refuses a URL that might silently fall back to it).
+        let url = format!("{head}/{name}?sslmode=disable");
         let w = Self::with(tempfile::tempdir().unwrap(), url).await;
         w.importer(&["migrate"]).await.success();
         w
