@@ -53,6 +53,8 @@ pub struct Config {
     pub refresh: RefreshPolicy,
     pub shutdown: Shutdown,
     pub tenants: Vec<Tenant>,
+    /// One token per tenant shared by all replicas through Redis (opt-in).
+    pub shared: Option<crate::shared::SharedConfig>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +234,7 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+    shared: Option<crate::shared::config::RawShared>,
 }
 
 #[derive(Deserialize, Default)]
@@ -507,6 +510,7 @@ impl RawConfig {
             .into_iter()
             .map(|(id, raw)| raw.validate(id))
             .collect::<Result<Vec<_>, _>>()?;
+        let shared = self.shared.map(|s| s.validate(&refresh)).transpose()?;
         for tenant in &tenants {
             for key in [&tenant.auth_key(), &tenant.grant_key()]
                 .into_iter()
@@ -528,6 +532,7 @@ impl RawConfig {
             refresh,
             shutdown,
             tenants,
+            shared,
         })
     }
 }

@@ -209,6 +209,16 @@ impl Sidecar {
         (child, addr("tokens"), addr("probes"))
     }
 
+    /// The process id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The token API's base URL (`http://127.0.0.1:port`).
+    pub fn tokens_url(&self) -> String {
+        format!("http://{}", self.tokens_addr)
+    }
+
     pub fn probes_url(&self) -> String {
         format!("http://{}", self.probes_addr)
     }
