@@ -384,6 +384,8 @@ impl Db {
         }
     }
 
+    /// Records a run's end; a run ends once (a run already final, e.g. marked `abandoned` by
+    /// another process, keeps its first ending).
     pub async fn finish_run(&self, id: i64, end: &RunEnd) -> Result<(), DbError> {
         match self {
             Self::Postgres(db) => db.finish_run(id, end).await,

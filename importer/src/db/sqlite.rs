@@ -211,7 +211,7 @@ impl Lite {
                 &format!(
                     "UPDATE import_runs SET finished_at = {NOW}, heartbeat_at = {NOW}, status = ?2, rows_read = ?3, \
                      rows_loaded = ?4, rows_rejected = ?5, rows_written = ?6, load_path = ?7, duplicate_of = ?8, \
-                     error = ?9 WHERE id = ?1"
+                     error = ?9 WHERE id = ?1 AND status = 'running'"
                 ),
                 params![
                     id,
