@@ -397,45 +397,6 @@ mod tests {
         (s.to_string(), q)
     }
 
-    /// Not a check: tokenizer throughput against the csv crate on `$TOKENIZER_CSV`
-    /// (`cargo test --release -p importer --lib tokenizer_throughput -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn tokenizer_throughput() {
-        let path = std::env::var("TOKENIZER_CSV").unwrap();
-        let data = std::fs::read(path).unwrap();
-        for _ in 0..10 {
-            let t = std::time::Instant::now();
-            let mut r = RecordReader::new(&data[..], 1 << 20);
-            let mut rec = Record::new();
-            let (mut n, mut bytes) = (0, 0);
-            while r.read(&mut rec).unwrap() {
-                n += 1;
-                bytes += rec.get(rec.len() - 1).len();
-            }
-            let ours = t.elapsed();
-            let t = std::time::Instant::now();
-            let mut c = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(&data[..]);
-            let mut br = csv::ByteRecord::new();
-            let (mut m, mut bytes2) = (0, 0);
-            while c.read_byte_record(&mut br).unwrap() {
-                m += 1;
-                bytes2 += br.get(br.len() - 1).unwrap().len();
-            }
-            let theirs = t.elapsed();
-            assert_eq!((n, bytes), (m, bytes2));
-            let mbs = |d: std::time::Duration| data.len() as f64 / d.as_secs_f64() / 1e6;
-            eprintln!(
-                "records {n}: ours {:.0} MB/s, csv crate {:.0} MB/s",
-                mbs(ours),
-                mbs(theirs)
-            );
-        }
-    }
-
     /// Quoting, escaped quotes, empty vs quoted-empty, all three terminators and blank lines.
     #[test]
     fn reads_rfc4180() {
