@@ -209,6 +209,7 @@ async fn run_jobs(
     let total = jobs.len();
     let reporter = report::Reporter::new(total);
     let cancel = Arc::new(AtomicBool::new(false));
+    db.watch_cancel(cancel.clone());
     let ctx = Context {
         db,
         registry: config.registry.clone(),
