@@ -141,9 +141,7 @@ fn mtls_config_differs_only_in_identity() {
         let chain = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0];
         chain.as_object_mut().unwrap().remove("transport_socket");
         let hcm = &mut chain["filters"][0]["typed_config"];
-        let mappers = hcm["local_reply_config"]["mappers"]
-            .as_array_mut()
-            .unwrap();
+        let mappers = hcm["local_reply_config"]["mappers"].as_array_mut().unwrap();
         mappers.retain(|m| !serde_saphyr::to_string(m).unwrap().contains("jwt_authn"));
         hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]["caller"] =
             serde_json::Value::Null;
