@@ -534,7 +534,7 @@ for m in tomllib.load(open("Cargo.toml", "rb"))["workspace"]["members"]:
 if [[ $FAST == 1 ]]; then
   say "build contexts, binaries and images: SKIPPED (DEPLOY_FAST=1)"
 else
-  for name in sidecar importer envoy; do
+  for name in sidecar importer envoy console; do
     check "$name.Dockerfile.dockerignore sends the workspace sources, not target/ or .git" build_context "$name"
   done
   say "static musl binaries"

@@ -188,7 +188,7 @@ pub fn parse(def: &TypeDef, d: Dialect, pairs: &[(String, String)]) -> Result<Br
                 let i = def
                     .columns
                     .iter()
-                    .position(|c| c.name == v)
+                    .position(|c| c.name.as_str() == v)
                     .ok_or_else(|| bad("sort", "not a column of this type"))?;
                 b.sort = Some(i);
             }
@@ -207,7 +207,7 @@ pub fn parse(def: &TypeDef, d: Dialect, pairs: &[(String, String)]) -> Result<Br
                 let i = def
                     .columns
                     .iter()
-                    .position(|c| c.name == col)
+                    .position(|c| c.name.as_str() == col)
                     .ok_or_else(|| bad(other, "not a column of this type"))?;
                 let ty = def.columns[i].ty;
                 let op = Op::parse(op)
@@ -287,8 +287,10 @@ fn bind_col(sql: &mut Sql, def: &TypeDef, col: Option<usize>, raw: &str) {
     };
 }
 
-/// `SELECT tenant_id, col… FROM table WHERE … ORDER BY …` (without LIMIT).
-pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
+/// `SELECT tenant_id, col… FROM table WHERE … ORDER BY …`, the columns as text. With a
+/// `limit`, the rows are picked first and only those formatted (a subquery), so formatting
+/// never runs over rows a top-N sort throws away.
+pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sql {
     let mut sql = Sql::new(d);
     // Output columns get positional aliases, so ORDER BY and WHERE always mean the table's
     // typed columns (PostgreSQL resolves a bare ORDER BY name to an output column first).
@@ -298,25 +300,27 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
     for (i, c) in def.columns.iter().enumerate() {
         sql.push(", ");
         match (d, c.ty) {
-            (Dialect::Postgres, _) => sql.push(&format!("{}::text", ident(&c.name))),
+            (Dialect::Postgres, _) => sql.push(&format!("{}::text", ident(c.name.as_str()))),
             (Dialect::Sqlite, ColumnType::Bool) => sql.push(&format!(
                 "CASE WHEN {0} IS NULL THEN NULL WHEN {0} THEN 'true' ELSE 'false' END",
-                ident(&c.name)
+                ident(c.name.as_str())
             )),
-            (Dialect::Sqlite, _) => sql.push(&ident(&c.name)),
+            (Dialect::Sqlite, _) => sql.push(&ident(c.name.as_str())),
         };
         sql.push(&format!(" AS out_{i}"));
     }
-    sql.push(" FROM ")
-        .push(&ident(&def.table))
-        .push(" WHERE 1 = 1");
+    sql.push(" FROM ");
+    if limit.is_some() {
+        sql.push("(SELECT * FROM ");
+    }
+    sql.push(&ident(def.table.as_str())).push(" WHERE 1 = 1");
     if let Some(t) = &b.tenant {
         sql.push(&format!(" AND {} = ", ident(TENANT_COLUMN)))
             .bind(Param::Text(t.clone()), None);
     }
     for c in &b.conds {
         let col = &def.columns[c.col];
-        let e = expr(d, &col.name, col.ty);
+        let e = expr(d, col.name.as_str(), col.ty);
         let cast = Some(pg_cast(col.ty));
         match c.op {
             Op::Eq => sql
@@ -344,7 +348,7 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
         .collect();
     let key_expr = |c: &Option<usize>| match c {
         None => ident(TENANT_COLUMN),
-        Some(i) => expr(d, &def.columns[*i].name, def.columns[*i].ty),
+        Some(i) => expr(d, def.columns[*i].name.as_str(), def.columns[*i].ty),
     };
     let keys: Vec<String> = key_cols.iter().map(key_expr).collect();
     let (cmp, dir) = if b.desc { ("<", "DESC") } else { (">", "ASC") };
@@ -361,7 +365,7 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
             }
             Some(s) => {
                 let col = &def.columns[s];
-                let e = expr(d, &col.name, col.ty);
+                let e = expr(d, col.name.as_str(), col.ty);
                 match (&after[0], b.desc) {
                     (Some(v), false) => {
                         sql.push(&format!(" AND ({e} {cmp} "));
@@ -395,14 +399,21 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse) -> Sql {
             }
         }
     }
-    sql.push(" ORDER BY ");
+    let mut order = String::from(" ORDER BY ");
     if let Some(s) = b.sort {
         let col = &def.columns[s];
         let nulls = if b.desc { "NULLS FIRST" } else { "NULLS LAST" };
-        sql.push(&format!("{} {dir} {nulls}, ", expr(d, &col.name, col.ty)));
+        order.push_str(&format!(
+            "{} {dir} {nulls}, ",
+            expr(d, col.name.as_str(), col.ty)
+        ));
     }
-    let order: Vec<String> = keys.iter().map(|k| format!("{k} {dir}")).collect();
-    sql.push(&order.join(", "));
+    let keys_order: Vec<String> = keys.iter().map(|k| format!("{k} {dir}")).collect();
+    order.push_str(&keys_order.join(", "));
+    sql.push(&order);
+    if let Some(n) = limit {
+        sql.push(&format!(" LIMIT {n}) AS page")).push(&order);
+    }
     sql
 }
 

@@ -137,6 +137,11 @@ pub struct Cli {
     /// PostgreSQL: create the console's indexes (`CREATE INDEX IF NOT EXISTS`) at start.
     #[arg(long, env = "CONSOLE_ENSURE_INDEXES", default_value_t = true, action = clap::ArgAction::Set)]
     pub ensure_indexes: bool,
+    /// PostgreSQL: also index every registry column as `(column, tenant_id, key…)`, so sorting,
+    /// ranges and equality on any column stay fast at millions of rows. Off by default: each
+    /// index slows the importer's loads and takes disk.
+    #[arg(long, env = "CONSOLE_COLUMN_INDEXES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub column_indexes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +209,7 @@ pub struct Config {
     pub sidecars: Vec<reqwest::Url>,
     pub rerun: Rerun,
     pub ensure_indexes: bool,
+    pub column_indexes: bool,
 }
 
 /// A 32-byte key. `Debug` redacts it.
@@ -363,6 +369,7 @@ impl Config {
             sidecars,
             rerun,
             ensure_indexes: cli.ensure_indexes,
+            column_indexes: cli.column_indexes,
         })
     }
 }

@@ -76,6 +76,14 @@ impl AppState {
                 }
             }
         }
+        if config.column_indexes && store.pg_pool().is_some() {
+            for stmt in store::column_indexes(&config.registry) {
+                tracing::info!(statement = %stmt, "creating a column index");
+                if let Err(e) = store.execute(&stmt).await {
+                    tracing::warn!(cause = %e, statement = %stmt, "could not create a column index");
+                }
+            }
+        }
         let hub = live::Hub::start(&store);
         let rerun = rerun::Runner::new(
             config.rerun.clone(),

@@ -280,3 +280,80 @@ async fn create_job(
         .unwrap_or("?")
         .to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> Run {
+        Run {
+            id: 7,
+            tenant: "acme".into(),
+            module: "orders".into(),
+            source: String::new(),
+            export_date: Some("2026-01-15".into()),
+            started_at: String::new(),
+            finished_at: None,
+            status: "failed".into(),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            rows_written: 0,
+            load_path: None,
+            content_hash: None,
+            duplicate_of: None,
+            error: None,
+            duration_s: 0.0,
+            heartbeat_at: None,
+            rate: 0.0,
+        }
+    }
+
+    /// The Job is the CronJob's template with only the importer's arguments replaced, owned by
+    /// the CronJob and marked as a manual run by the console.
+    #[test]
+    fn job_from_the_shipped_cronjob() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/k8s/base/importer-cronjob.yaml"),
+        )
+        .unwrap();
+        let mut cronjob: Value = serde_saphyr::from_str(&text).unwrap();
+        cronjob["metadata"]["namespace"] = json!("auth-proxy");
+        cronjob["metadata"]["uid"] = json!("u-1");
+        let job = job_from_cronjob(&cronjob, &run(), "2026-01-15", "ann").unwrap();
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["args"],
+            json!([
+                "run",
+                "--tenant",
+                "acme",
+                "--type",
+                "orders",
+                "--date",
+                "2026-01-15"
+            ])
+        );
+        assert_eq!(
+            c["image"],
+            cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        );
+        assert_eq!(
+            c["env"],
+            cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        );
+        assert_eq!(job["metadata"]["generateName"], "importer-rerun-");
+        assert_eq!(job["metadata"]["namespace"], "auth-proxy");
+        assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "u-1");
+        assert_eq!(
+            job["metadata"]["annotations"]["console.auth-proxy/rerun-of"],
+            "7"
+        );
+        assert_eq!(
+            job["metadata"]["labels"]["app.kubernetes.io/name"],
+            "importer"
+        );
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 7200);
+    }
+}

@@ -201,7 +201,8 @@ fn pg_row(row: &sqlx::postgres::PgRow) -> Result<TextRow, sqlx::Error> {
 }
 
 impl Store {
-    /// Connects (PostgreSQL: a pool of up to 4 connections, UTC, 15 s statement timeout) or
+    /// Connects (PostgreSQL: a pool of up to 4 connections, UTC, 15 s statement timeout, custom
+    /// plans) or
     /// remembers the SQLite file (opened read-only per query).
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let backend = match url {
@@ -209,7 +210,13 @@ impl Store {
                 let opts: PgConnectOptions = u.parse()?;
                 let opts = opts
                     .application_name("console")
-                    .options([("timezone", "UTC"), ("statement_timeout", "15s")]);
+                    // Custom plans always: a generic plan for `run_id = $1` assumes an average
+                    // run and reads all 100k rejects of a big one to sort them.
+                    .options([
+                        ("timezone", "UTC"),
+                        ("statement_timeout", "15s"),
+                        ("plan_cache_mode", "force_custom_plan"),
+                    ]);
                 let pool = PgPoolOptions::new()
                     .max_connections(4)
                     .min_connections(0)
@@ -375,5 +382,39 @@ impl Store {
 pub const PG_INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS console_import_runs_key ON import_runs (tenant, module, export_date, id)",
     "CREATE INDEX IF NOT EXISTS console_import_runs_status ON import_runs (status, id)",
-    "CREATE INDEX IF NOT EXISTS console_import_rejects_run_id ON import_rejects (run_id, id)",
+    // Rejects in file order: the planner otherwise walks the primary key and filters.
+    "CREATE INDEX IF NOT EXISTS console_import_rejects_run_line ON import_rejects (run_id, line, id)",
 ];
+
+/// `CREATE INDEX IF NOT EXISTS` on `(column, tenant_id, natural key…)` for every column of
+/// every registry type (PostgreSQL, `CONSOLE_COLUMN_INDEXES`): the data browser's sort order
+/// for that column, so sorting, ranges and equality on it read only the page's rows.
+pub fn column_indexes(registry: &importer::registry::Registry) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in registry.types() {
+        let rest: Vec<String> = std::iter::once(importer::registry::TENANT_COLUMN)
+            .chain(t.key_names())
+            .map(ident)
+            .collect();
+        for c in &t.columns {
+            let mut name = format!("console_{}_{}", t.table.as_str(), c.name.as_str());
+            if name.len() > 63 {
+                let h = blake3::hash(name.as_bytes()).to_hex();
+                name = format!("console_{}", &h[..24]);
+            }
+            let mut cols = vec![ident(c.name.as_str())];
+            cols.extend(
+                rest.iter()
+                    .filter(|r| **r != ident(c.name.as_str()))
+                    .cloned(),
+            );
+            out.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+                ident(&name),
+                ident(t.table.as_str()),
+                cols.join(", ")
+            ));
+        }
+    }
+    out
+}

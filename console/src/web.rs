@@ -502,7 +502,12 @@ async fn load_run(state: &AppState, id: i64) -> Result<Run, AppError> {
 
 #[derive(Deserialize)]
 struct AfterQuery {
-    after: Option<i64>,
+    after: Option<String>,
+}
+
+/// The `after` cursor of the last reject shown, `line-id`.
+fn reject_cursor(r: &runs::Reject) -> String {
+    format!("{}-{}", r.line, r.id)
 }
 
 async fn run_page(
@@ -513,7 +518,7 @@ async fn run_page(
     let run = load_run(&state, id).await?;
     let later = runs::later(&state.store, &run).await?;
     let (rejects, more) = runs::rejects(&state.store, id, None).await?;
-    let next_after = more.then(|| rejects.last().map_or(0, |r| r.id));
+    let next_after = more.then(|| rejects.last().map(reject_cursor)).flatten();
     page(
         &state,
         "run.html",
@@ -536,8 +541,15 @@ async fn rejects_rows(
     Path(id): Path<i64>,
     Query(q): Query<AfterQuery>,
 ) -> Result<Response, AppError> {
-    let (rejects, more) = runs::rejects(&state.store, id, q.after).await?;
-    let next_after = more.then(|| rejects.last().map_or(0, |r| r.id));
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => Some(
+            runs::parse_cursor(a)
+                .ok_or_else(|| AppError::BadRequest("after: expected line-id".into()))?,
+        ),
+        None => None,
+    };
+    let (rejects, more) = runs::rejects(&state.store, id, after).await?;
+    let next_after = more.then(|| rejects.last().map(reject_cursor)).flatten();
     page(
         &state,
         "rejects_rows.html",
@@ -753,7 +765,7 @@ async fn data_index(State(state): State<AppState>, user: User) -> Result<Respons
         .types()
         .map(|t| {
             context! {
-                module => t.module, table => t.table, description => t.description,
+                module => t.module, table => t.table.as_str(), description => t.description,
                 columns => t.columns.len(), key => t.key_names().collect::<Vec<_>>(),
             }
         })
@@ -783,7 +795,7 @@ fn column_ctx(def: &importer::registry::TypeDef) -> Vec<Value> {
         .iter()
         .map(|c| {
             context! {
-                name => c.name, ty => c.ty.name(), kind => browse::kind(c.ty),
+                name => c.name.as_str(), ty => c.ty.name(), kind => browse::kind(c.ty),
                 key => def.key_names().any(|k| k == c.name.as_str()),
             }
         })
@@ -815,8 +827,7 @@ async fn data_page(
             return Ok((StatusCode::BAD_REQUEST, Html(body)).into_response());
         }
     };
-    let mut sql = browse::select(&def, state.store.dialect(), &b);
-    sql.push(&format!(" LIMIT {}", browse::PAGE + 1));
+    let sql = browse::select(&def, state.store.dialect(), &b, Some(browse::PAGE + 1));
     let mut rows = state.store.rows(sql, browse::PAGE + 1).await?;
     let more = rows.len() > browse::PAGE;
     rows.truncate(browse::PAGE);
@@ -838,7 +849,7 @@ async fn data_page(
         context! {
             title => module.clone(), nav => "data", user, module, columns, tenants, rows,
             params => b.params, base, next, partial,
-            sort => b.sort.map(|i| def.columns[i].name.clone()), desc => b.desc,
+            sort => b.sort.map(|i| def.columns[i].name.as_str().to_string()), desc => b.desc,
         },
     )
 }
@@ -852,12 +863,12 @@ async fn data_csv(
     let def = type_def(&state, &module)?;
     let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "after").collect();
     let b = browse::parse(&def, state.store.dialect(), &pairs)?;
-    let sql = browse::select(&def, state.store.dialect(), &b);
+    let sql = browse::select(&def, state.store.dialect(), &b, None);
     let header_row = std::iter::once(importer::registry::TENANT_COLUMN.to_string())
-        .chain(def.columns.iter().map(|c| c.name.as_str().to_owned()))
+        .chain(def.columns.iter().map(|c| c.name.as_str().to_string()))
         .collect();
     Ok(csv_response(
-        format!("{}.csv", def.table),
+        format!("{}.csv", def.table.as_str()),
         header_row,
         state.store.stream(sql),
     ))

@@ -1,6 +1,7 @@
 //! A real browser: headless Chromium (Debian's `chromium`, driven through `chromedriver`, both
 //! installed by scripts/setup and started here) against the real console binary on the real
-//! PostgreSQL named by `TEST_POSTGRES_URL`, with data imported by the real importer binary.
+//! PostgreSQL named by `TEST_POSTGRES_URL`, with data imported by the real importer binary, and
+//! the real sidecar binary behind the tenants page.
 //! Fails, never skips, when the browser or the database is missing.
 //!
 //! One screenshot per page goes to `target/console-browser/` (a CI artifact).
@@ -161,21 +162,10 @@ async fn browser_walkthrough() {
     let w = World::postgres().await;
     w.import("acme", "orders").await.success();
 
-    // The sidecar's /status, in its documented shape (see tenants_page in handlers.rs).
-    let status = serde_json::json!({"tenants": {
-        "acme": {"state": "valid", "expires_at_ms": 4_102_444_800_000u64, "last_error": null,
-                 "consecutive_failures": 0, "fetches": {"success": 3, "failure": 0}},
-        "globex": {"state": "expiring", "expires_at_ms": 4_102_444_800_000u64,
-                   "last_error": "timeout", "consecutive_failures": 1,
-                   "fetches": {"success": 2, "failure": 1}}}});
-    let sidecar = e2e::fakes::serve(axum::Router::new().route(
-        "/status",
-        axum::routing::get(move || {
-            let s = status.clone();
-            async move { axum::Json(s) }
-        }),
-    ))
-    .await;
+    // The real sidecar binary, with tokens from the shared fake auth server.
+    let auth = e2e::FakeAuth::start(3600).await;
+    let sidecar_proc = e2e::Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
+    let sidecar = sidecar_proc.probes_url();
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -247,8 +237,10 @@ async fn browser_walkthrough() {
     b.shot("data-filtered").await;
 
     c.goto(&format!("{base}/tenants")).await.unwrap();
-    b.text_of("#tenants tbody", "the tenants", |t| t.contains("expiring"))
-        .await;
+    b.text_of("#tenants tbody", "the tenants", |t| {
+        t.matches("valid").count() == 2
+    })
+    .await;
     b.shot("tenants").await;
     c.goto(&format!("{base}/charts")).await.unwrap();
     b.click("#rows-chart svg").await;

@@ -77,6 +77,56 @@ async fn no_session_means_login() {
     assert_eq!(login.texts("button#login"), ["Sign in"]);
 }
 
+/// Rejects page 100 at a time in file order; "More rejects" continues after the last line
+/// shown, and the CSV has them all.
+#[tokio::test]
+async fn rejects_pages_in_line_order() {
+    let w = World::sqlite().await;
+    let mut csv = String::from("order_id,customer_id,order_date,status,currency,total\n");
+    for i in 1..=260 {
+        // Every other row has a bad total: 130 rejects, on even lines 2..=260 (header is line 1).
+        let total = if i % 2 == 1 { "x" } else { "1.00" };
+        csv.push_str(&format!("{i},1,2026-01-01,open,EUR,{total}\n"));
+    }
+    std::fs::write(w.exports.join("orders.csv"), csv).unwrap();
+    w.import("acme", "orders").await.success();
+    let app = w.app(&[]).await;
+    let cookie = login(&app, "viewer").await;
+    let page = get(&app, "/runs/1", Some(&cookie)).await;
+    let first: Vec<Vec<String>> = page
+        .table("#rejects")
+        .into_iter()
+        .filter(|r| r.len() == 4)
+        .collect();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[0][0], "2");
+    assert_eq!(first[99][0], "200");
+    let more = page
+        .attrs("#more-rejects a", "hx-get")
+        .pop()
+        .expect("a More link");
+    let rest = get(&app, &more, Some(&cookie)).await;
+    assert_eq!(rest.status, StatusCode::OK);
+    let doc = format!("<table id=r><tbody>{}</tbody></table>", rest.body);
+    let rest = Resp {
+        status: rest.status,
+        headers: rest.headers,
+        body: doc,
+    };
+    let lines: Vec<String> = rest.table("#r").into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    assert_eq!((lines[0].as_str(), lines[29].as_str()), ("202", "260"));
+    assert!(rest.attrs("#more-rejects a", "href").is_empty());
+    assert_eq!(
+        get(&app, "/runs/1/rejects?after=oops", Some(&cookie))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let all = get(&app, "/runs/1/rejects.csv", Some(&cookie)).await;
+    assert_eq!(all.body.lines().count(), 1 + 130);
+}
+
 /// A wrong password is refused with a message and no cookie; a right one signs in.
 #[tokio::test]
 async fn login_checks_the_password() {
@@ -264,6 +314,42 @@ async fn tenants_page() {
     assert_eq!(rows[1][..2], ["globex", "failing"]);
     assert_eq!(rows[1][4..6], ["invalid_client", "3"]);
     assert!(r.texts("p.error")[0].starts_with("http://127.0.0.1:9/status"));
+}
+
+/// The tenants page against the real sidecar binary (and the shared fake auth server): each
+/// tenant's state, expiry and fetch counts from its `GET /status`, and no token anywhere.
+#[tokio::test]
+async fn tenants_page_real_sidecar() {
+    let auth = e2e::FakeAuth::start(3600).await;
+    let sidecar = e2e::Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
+    let w = World::sqlite().await;
+    let url = format!("{}/status", sidecar.probes_url());
+    let app = w.app(&["--sidecar-status-url", &url]).await;
+    let cookie = login(&app, "viewer").await;
+    let rows = eventually(20, "both tenants valid", || {
+        let app = app.clone();
+        let cookie = cookie.clone();
+        async move {
+            let r = get(&app, "/tenants", Some(&cookie)).await;
+            let rows = r.table("#tenants");
+            (rows.len() == 2 && rows.iter().all(|row| row[1] == "valid")).then_some((rows, r.body))
+        }
+    })
+    .await;
+    let (rows, body) = rows;
+    assert_eq!(rows[0][0], "acme");
+    assert_eq!(rows[1][0], "globex");
+    for row in &rows {
+        assert!(row[2].starts_with("20"), "an expiry time: {row:?}");
+        assert_eq!(row[4], "—", "no last error: {row:?}");
+        assert!(
+            row[6].parse::<u64>().unwrap() >= 1,
+            "a successful fetch: {row:?}"
+        );
+    }
+    for issued in auth.issued() {
+        assert!(!body.contains(&issued.token), "the page shows a token");
+    }
 }
 
 /// The charts page draws the last 30 days as SVG: one bar per day, one legend entry per type.

@@ -24,7 +24,10 @@ fn crafted_values_are_bound() {
         let benign = parse(def, d, &pairs(&[("tenant", "acme"), ("name.has", "bob")])).unwrap();
         let evil = "x'); DROP TABLE customers; --";
         let crafted = parse(def, d, &pairs(&[("tenant", evil), ("name.has", evil)])).unwrap();
-        let (a, b) = (select(def, d, &benign), select(def, d, &crafted));
+        let (a, b) = (
+            select(def, d, &benign, Some(51)),
+            select(def, d, &crafted, Some(51)),
+        );
         assert_eq!(a.text, b.text);
         assert!(!b.text.contains("DROP"));
         assert!(b.params.contains(&Param::Text(evil.into())));
@@ -69,7 +72,7 @@ fn typed_conditions() {
         ]),
     )
     .unwrap();
-    let sql = select(def, Dialect::Postgres, &b);
+    let sql = select(def, Dialect::Postgres, &b, None);
     assert!(
         sql.text.contains("\"total\" >= $1::numeric"),
         "{}",
@@ -114,7 +117,7 @@ fn keyset_cursor() {
         next.after,
         Some(vec![None, Some("acme".into()), Some("7".into())])
     );
-    let sql = select(def, d, &next);
+    let sql = select(def, d, &next, None);
     assert!(sql.text.contains("(\"currency\" IS NULL AND (\"tenant_id\", \"order_id\") < ($1::text, $2::bigint)) OR \"currency\" IS NOT NULL"), "{}", sql.text);
     assert!(sql.text.ends_with(
         "ORDER BY \"currency\" DESC NULLS FIRST, \"tenant_id\" DESC, \"order_id\" DESC"

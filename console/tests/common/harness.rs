@@ -117,10 +117,16 @@ impl World {
         sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
             .await
             .unwrap();
-        let (head, _) = base.rsplit_once('/').unwrap();
-        // Loopback test cluster: plaintext, said explicitly (the importer
-        // refuses a URL that might silently fall back to it).
-        let url = format!("{head}/{name}?sslmode=disable");
+        // Same server, another database; plaintext on loopback said out loud, as the importer
+        // requires (it refuses a URL that might fall back to plaintext silently).
+        let (path, query) = base.split_once('?').unwrap_or((&base, ""));
+        let (head, _) = path.rsplit_once('/').unwrap();
+        let query = if query.is_empty() {
+            "sslmode=disable"
+        } else {
+            query
+        };
+        let url = format!("{head}/{name}?{query}");
         let w = Self::with(tempfile::tempdir().unwrap(), url).await;
         w.importer(&["migrate"]).await.success();
         w
