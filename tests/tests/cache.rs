@@ -584,9 +584,20 @@ async fn removed_tenant_cannot_reach_its_entries() {
     let cut = yaml.find("  globex:").unwrap();
     std::fs::write(&config, &yaml[..cut]).unwrap();
     c.stack.sidecar.restart().await;
-    eventually(Duration::from_secs(10), "globex refused", || async {
-        (c.get(path, "globex").await.status() == 403).then_some(())
-    })
+    // Each Envoy worker loads the new snapshot on its own tick: wait until a
+    // run of requests (spread over the workers' connections) is refused.
+    eventually(
+        Duration::from_secs(10),
+        "globex refused by every worker",
+        || async {
+            for _ in 0..10 {
+                if c.get(path, "globex").await.status() != 403 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
     .await;
     for _ in 0..20 {
         let r = c.get(path, "globex").await;
