@@ -393,9 +393,11 @@ impl Config {
         let mut doc: Value = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-                path: origin.to_owned(),
-                message: e.to_string(),
+            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+                ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: e.to_string(),
+                }
             })?
         };
         if doc.is_null() {
@@ -437,7 +439,7 @@ fn apply_override(doc: &mut Value, path: &str, value: &str) -> Result<(), Config
     if segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::invalid(key_name, "empty key segment"));
     }
-    let parsed: Value = serde_saphyr::from_str::<Value>(value)
+    let parsed: Value = serde_saphyr::from_str_with_options::<Value>(value, yaml_options())
         .ok()
         .filter(|v| !v.is_object() && !v.is_array() && !v.is_null())
         .unwrap_or_else(|| Value::String(value.to_owned()));
@@ -872,3 +874,9 @@ impl RawTenant {
 
 #[cfg(test)]
 mod tests;
+
+/// YAML 1.2 scalars: only `true`/`false` are booleans, so a caller id, a
+/// tenant or a secret spelt `y`, `no` or `on` stays a string.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
