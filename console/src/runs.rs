@@ -184,7 +184,8 @@ pub async fn list(store: &Store, f: &RunFilter) -> Result<(Vec<Run>, bool), Stor
         sql.push(" AND id < ").bind(Param::Int(b), None);
     }
     sql.push(&format!(
-        " ORDER BY id DESC LIMIT {}) AS page ORDER BY id DESC",
+        // Qualified: a bare `id` here would be the text output column on PostgreSQL.
+        " ORDER BY import_runs.id DESC LIMIT {}) AS page ORDER BY page.id DESC",
         PAGE + 1
     ));
     let mut runs: Vec<Run> = store
@@ -233,7 +234,7 @@ pub async fn later(store: &Store, run: &Run) -> Result<Vec<Run>, StoreError> {
     };
     sql.push(" AND id > ")
         .bind(Param::Int(run.id), None)
-        .push(" ORDER BY id LIMIT 20");
+        .push(" ORDER BY import_runs.id LIMIT 20");
     Ok(store
         .rows(sql, 20)
         .await?
@@ -307,8 +308,9 @@ fn rejects_sql(store: &Store, run_id: i64, after: Option<RejectCursor>) -> Sql {
             .bind(Param::Int(id), None)
             .push(")");
     }
-    // Served by the console's (run_id, line, id) index.
-    sql.push(" ORDER BY line, id");
+    // Served by the console's (run_id, line, id) index. Qualified: a bare name in ORDER BY
+    // means the (text) output column on PostgreSQL.
+    sql.push(" ORDER BY import_rejects.line, import_rejects.id");
     sql
 }
 

@@ -77,54 +77,9 @@ async fn no_session_means_login() {
     assert_eq!(login.texts("button#login"), ["Sign in"]);
 }
 
-/// Rejects page 100 at a time in file order; "More rejects" continues after the last line
-/// shown, and the CSV has them all.
 #[tokio::test]
-async fn rejects_pages_in_line_order() {
-    let w = World::sqlite().await;
-    let mut csv = String::from("order_id,customer_id,order_date,status,currency,total\n");
-    for i in 1..=260 {
-        // Every other row has a bad total: 130 rejects, on even lines 2..=260 (header is line 1).
-        let total = if i % 2 == 1 { "x" } else { "1.00" };
-        csv.push_str(&format!("{i},1,2026-01-01,open,EUR,{total}\n"));
-    }
-    std::fs::write(w.exports.join("orders.csv"), csv).unwrap();
-    w.import("acme", "orders").await.success();
-    let app = w.app(&[]).await;
-    let cookie = login(&app, "viewer").await;
-    let page = get(&app, "/runs/1", Some(&cookie)).await;
-    let first: Vec<Vec<String>> = page
-        .table("#rejects")
-        .into_iter()
-        .filter(|r| r.len() == 4)
-        .collect();
-    assert_eq!(first.len(), 100);
-    assert_eq!(first[0][0], "2");
-    assert_eq!(first[99][0], "200");
-    let more = page
-        .attrs("#more-rejects a", "hx-get")
-        .pop()
-        .expect("a More link");
-    let rest = get(&app, &more, Some(&cookie)).await;
-    assert_eq!(rest.status, StatusCode::OK);
-    let doc = format!("<table id=r><tbody>{}</tbody></table>", rest.body);
-    let rest = Resp {
-        status: rest.status,
-        headers: rest.headers,
-        body: doc,
-    };
-    let lines: Vec<String> = rest.table("#r").into_iter().map(|r| r[0].clone()).collect();
-    assert_eq!(lines.len(), 30, "{lines:?}");
-    assert_eq!((lines[0].as_str(), lines[29].as_str()), ("202", "260"));
-    assert!(rest.attrs("#more-rejects a", "href").is_empty());
-    assert_eq!(
-        get(&app, "/runs/1/rejects?after=oops", Some(&cookie))
-            .await
-            .status,
-        StatusCode::BAD_REQUEST
-    );
-    let all = get(&app, "/runs/1/rejects.csv", Some(&cookie)).await;
-    assert_eq!(all.body.lines().count(), 1 + 130);
+async fn rejects_pages_in_line_order_sqlite() {
+    scenarios::rejects_pages_in_line_order(World::sqlite().await).await;
 }
 
 /// A wrong password is refused with a message and no cookie; a right one signs in.

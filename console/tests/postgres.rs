@@ -25,6 +25,11 @@ async fn crafted_filters_postgres() {
 }
 
 #[tokio::test]
+async fn rejects_pages_in_line_order_postgres() {
+    scenarios::rejects_pages_in_line_order(World::postgres().await).await;
+}
+
+#[tokio::test]
 async fn rerun_postgres() {
     scenarios::rerun(World::postgres().await).await;
 }

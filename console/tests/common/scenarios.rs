@@ -72,6 +72,27 @@ pub async fn runs_run_and_rejects(w: World) {
         get(&app, "/runs/999", Some(&cookie)).await.status,
         StatusCode::NOT_FOUND
     );
+
+    // Past nine runs the list is still newest first by number, not by text ("9" > "12").
+    for _ in 0..9 {
+        w.import("globex", "orders").await.success();
+    }
+    let r = get(&app, "/runs", Some(&cookie)).await;
+    let ids: Vec<String> = r
+        .table("#runs")
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    let want: Vec<String> = (1..=12).rev().map(|i| format!("#{i}")).collect();
+    assert_eq!(ids, want);
+    let r = get(&app, "/runs/2", Some(&cookie)).await;
+    let later: Vec<String> = r
+        .table("#later-runs")
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    let want: Vec<String> = (4..=12).map(|i| format!("#{i}")).collect();
+    assert_eq!(later, want);
 }
 
 fn ids(r: &Resp) -> Vec<String> {
@@ -348,4 +369,52 @@ pub async fn first_events(app: &axum::Router, cookie: &str, id: i64) -> String {
     }
     assert!(text.contains("id=\"run-status\">succeeded<"), "{text}");
     text
+}
+
+/// Rejects page 100 at a time in file order; "More rejects" continues after the last line
+/// shown, and the CSV has them all.
+pub async fn rejects_pages_in_line_order(w: World) {
+    let mut csv = String::from("order_id,customer_id,order_date,status,currency,total\n");
+    for i in 1..=260 {
+        // Every other row has a bad total: 130 rejects, on even lines 2..=260 (header is line 1).
+        let total = if i % 2 == 1 { "x" } else { "1.00" };
+        csv.push_str(&format!("{i},1,2026-01-01,open,EUR,{total}\n"));
+    }
+    std::fs::write(w.exports.join("orders.csv"), csv).unwrap();
+    w.import("acme", "orders").await.success();
+    let app = w.app(&[]).await;
+    let cookie = login(&app, "viewer").await;
+    let page = get(&app, "/runs/1", Some(&cookie)).await;
+    let first: Vec<Vec<String>> = page
+        .table("#rejects")
+        .into_iter()
+        .filter(|r| r.len() == 4)
+        .collect();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[0][0], "2");
+    assert_eq!(first[99][0], "200");
+    let more = page
+        .attrs("#more-rejects a", "hx-get")
+        .pop()
+        .expect("a More link");
+    let rest = get(&app, &more, Some(&cookie)).await;
+    assert_eq!(rest.status, StatusCode::OK);
+    let doc = format!("<table id=r><tbody>{}</tbody></table>", rest.body);
+    let rest = Resp {
+        status: rest.status,
+        headers: rest.headers,
+        body: doc,
+    };
+    let lines: Vec<String> = rest.table("#r").into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    assert_eq!((lines[0].as_str(), lines[29].as_str()), ("202", "260"));
+    assert!(rest.attrs("#more-rejects a", "href").is_empty());
+    assert_eq!(
+        get(&app, "/runs/1/rejects?after=oops", Some(&cookie))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let all = get(&app, "/runs/1/rejects.csv", Some(&cookie)).await;
+    assert_eq!(all.body.lines().count(), 1 + 130);
 }
