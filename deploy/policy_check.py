@@ -125,6 +125,10 @@ def check_secret_files(c, where, spec, sidecar):
         c.fail(where, "no sidecar-config ConfigMap rendered next to the Deployment")
         return
     wanted = set(files_in(yaml.safe_load(config_map)))
+    # AUTHPROXY__..._FILE overrides (e.g. the shared store's password) name
+    # files the sidecar reads too.
+    wanted |= {e["value"] for e in sidecar.get("env", [])
+               if e["name"].startswith("AUTHPROXY__") and e["name"].endswith("FILE") and e.get("value")}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     provided = set()
     for m in sidecar.get("volumeMounts", []):
@@ -293,11 +297,13 @@ def check_pod_configs(c, where, spec, configmaps):
     # every tenant names who may use it.
     modes = []
     for cfg in walk_values(ev, "config"):
-        if isinstance(cfg, dict) and cfg.get("root_id") == "bearer_injector":
+        # The filter roles that decide who the caller is: the injector, and
+        # the response cache's gate in front of cache_v2 (envoy/cache.yaml).
+        if isinstance(cfg, dict) and cfg.get("root_id") in ("bearer_injector", "tenant_gate"):
             value = ((cfg.get("configuration") or {}).get("value")) or "{}"
             modes.append((json.loads(value).get("identity") or {}).get("mode"))
     c.expect(modes and all(m in ("jwt", "mtls") for m in modes), where,
-             f"envoy.yaml's bearer_injector identity modes are {modes}; the cluster needs jwt or mtls")
+             f"envoy.yaml's caller-facing filter identity modes are {modes}; the cluster needs jwt or mtls")
     for tenant, t in (sc.get("tenants") or {}).items():
         c.expect((t or {}).get("callers"), where,
                  f"sidecar.yaml tenant {tenant} has no callers: no authenticated caller could use it")
@@ -437,6 +443,13 @@ def check_file(c, path):
                          f"egress allows ports {sorted(map(str, ports))}; only DNS (53) and 443 are allowed")
             for rule in obj["spec"].get("ingress", []):
                 c.expect(rule.get("from"), where, "every ingress rule must name its sources")
+        if kind == "NetworkPolicy" and name == "auth-proxy-redis":
+            c.expect(set(obj["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, where,
+                     "Redis holds tokens: restrict both Ingress and Egress")
+            c.expect(not obj["spec"].get("egress"), where, "Redis needs no egress")
+            for rule in obj["spec"].get("ingress", []):
+                c.expect(rule.get("from") == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "auth-proxy"}}}],
+                         where, "only the auth-proxy pods may reach Redis")
         if kind == "ConfigMap":
             data = obj.get("data") or {}
             if name.startswith("envoy-config"):
@@ -454,6 +467,12 @@ def check_file(c, path):
             c.fail(path, f"IMPORTER_TENANTS names {t!r}, which sidecar.yaml has no credentials for")
     for repo, tags in images.items():
         c.expect(len(tags) == 1, path, f"{repo} is used at several tags: {sorted(tags)}")
+    # A Redis in the namespace (overlays/*-shared) must be fenced off.
+    redis = [o for o in kinds.get("StatefulSet", []) + kinds.get("Deployment", [])
+             if o["metadata"]["name"] == "auth-proxy-redis"]
+    if redis:
+        c.expect(any(o["metadata"]["name"] == "auth-proxy-redis" for o in kinds.get("NetworkPolicy", [])), path,
+                 "Redis is rendered without NetworkPolicy auth-proxy-redis")
     if any(d["metadata"]["name"] == "auth-proxy" for d in kinds.get("Deployment", [])):
         for k in ("Namespace", "Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                   "CronJob"):

@@ -11,7 +11,7 @@
 #   selftest  each validator rejects a known-bad input, so none can pass vacuously
 #   envoy     the copies listed in deploy/synced-files.txt are byte-identical; every Envoy config
 #             passes `envoy --mode validate` with the freshly built filter .wasm
-#   k8s       every overlay and Job kustomization renders (`kubectl kustomize`) and passes
+#   k8s       every overlay (also the *-shared ones) and Job kustomization renders (`kubectl kustomize`) and passes
 #             `kubernetes-validate --strict`, then deploy/policy_check.py (prod-cache too:
 #             its file-system cache on an emptyDir whose sizeLimit exceeds max_cache_size_bytes)
 #   docker    hadolint on deploy/docker/*.Dockerfile
@@ -297,6 +297,12 @@ for env in "${ENVS[@]}"; do
     "$PY" deploy/policy_check.py "$OUT"/rendered/overlays_"$1".yaml "$OUT"/rendered/overlays_"$1"_*.yaml "$all"
   }
   check "policy $env (deploy/policy_check.py)" policy "$env"
+done
+# The shared-token variants (Redis/Valkey, issue 15): the app only; their Jobs
+# are the base environment's.
+for dir in overlays/dev-shared overlays/prod-shared; do
+  check "kustomize + kubernetes-validate --strict $dir" render "$dir" &&
+    check "policy $dir (deploy/policy_check.py)" "$PY" deploy/policy_check.py "$OUT/rendered/$(echo "$dir" | tr / _).yaml"
 done
 
 # The opt-in response cache (issue 13): prod with envoy/cache.yaml. Its

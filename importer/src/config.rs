@@ -81,6 +81,12 @@ pub enum CliCommand {
         /// Header naming the tenant to the auth proxy.
         #[arg(long, env = "IMPORTER_TENANT_HEADER", default_value = "x-tenant-id")]
         tenant_header: String,
+        /// The importer's identity towards the auth proxy: a file holding a
+        /// token (a projected ServiceAccount token), sent as `Authorization:
+        /// Bearer` and re-read for every request. Needed when the proxy runs
+        /// in `jwt` identity mode, as in production.
+        #[arg(long, env = "IMPORTER_CALLER_TOKEN_FILE")]
+        caller_token_file: Option<PathBuf>,
         #[command(flatten)]
         opts: LoadArgs,
     },
@@ -167,6 +173,7 @@ pub enum Command {
         date: String,
         types: Vec<String>,
         tenant_header: reqwest::header::HeaderName,
+        caller_token_file: Option<PathBuf>,
         opts: LoadOptions,
     },
     Load {
@@ -300,8 +307,14 @@ impl Config {
                 date,
                 types,
                 tenant_header,
+                caller_token_file,
                 opts,
             } => {
+                if let Some(path) = &caller_token_file {
+                    // Fail at start, not per file, when the token is missing.
+                    crate::fetch::caller_authorization(path)
+                        .map_err(|e| UsageError(format!("--caller-token-file: {e}")))?;
+                }
                 let url = reqwest::Url::parse(&base_url)
                     .map_err(|e| UsageError(format!("--base-url {base_url:?}: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -325,6 +338,7 @@ impl Config {
                         .map(|t| known("--type", t))
                         .collect::<Result<_, _>>()?,
                     tenant_header,
+                    caller_token_file,
                     opts: load_options(opts)?,
                 }
             }

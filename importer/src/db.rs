@@ -122,6 +122,8 @@ pub enum DbError {
     },
     #[error("database is not migrated: run `importer migrate` first")]
     NotMigrated,
+    #[error("sqlite: interrupted while waiting for another process's write lock")]
+    LockWaitInterrupted,
 }
 
 pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
@@ -171,7 +173,10 @@ impl LoadError {
 
     /// The load stopped because of a shutdown signal.
     pub fn is_interrupted(&self) -> bool {
-        matches!(self, Self::Interrupted | Self::InterruptedWaiting)
+        matches!(
+            self,
+            Self::Interrupted | Self::InterruptedWaiting | Self::Db(DbError::LockWaitInterrupted)
+        )
     }
 }
 
@@ -384,6 +389,8 @@ impl Db {
         }
     }
 
+    /// Records a run's end; a run ends once (a run already final, e.g. marked `abandoned` by
+    /// another process, keeps its first ending).
     pub async fn finish_run(&self, id: i64, end: &RunEnd) -> Result<(), DbError> {
         match self {
             Self::Postgres(db) => db.finish_run(id, end).await,
@@ -397,6 +404,13 @@ impl Db {
         match self {
             Self::Postgres(db) => db.progress(id, read, loaded).await,
             Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Once `cancel` is set, waits for another process's lock give up (SQLite).
+    pub fn watch_cancel(&self, cancel: Arc<std::sync::atomic::AtomicBool>) {
+        if let Self::Sqlite(db) = self {
+            db.watch_cancel(cancel);
         }
     }
 

@@ -2,17 +2,19 @@
 //!
 //! `GET {base}/exports/{module}?date=YYYY-MM-DD` with the tenant in a header (`x-tenant-id` by
 //! default). The importer never sees a token: the proxy injects it. The body streams into an
-//! anonymous temp file; transient failures (connect errors, timeouts, 5xx, 429, a body that
+//! anonymous temp file; with `--caller-token-file` each request also carries the importer's own
+//! identity (`Authorization: Bearer <ServiceAccount token>`), which the proxy verifies and then
+//! replaces with the tenant's token; transient failures (connect errors, timeouts, 5xx, 429, a body that
 //! breaks off) retry with exponential backoff and jitter. An answer that isn't a JSON payload
 //! (an HTML error page, a bare CSV or zip) is refused naming what arrived.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use rand::Rng;
-use reqwest::header::HeaderName;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
@@ -42,6 +44,8 @@ pub enum FetchError {
     NotJson { url: String, what: String },
     #[error("HTTP: GET {url}: spool: {source}")]
     Spool { url: String, source: std::io::Error },
+    #[error("caller token {path}: {why}")]
+    CallerToken { path: String, why: String },
 }
 
 impl FetchError {
@@ -57,7 +61,7 @@ impl FetchError {
             Self::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            Self::NotJson { .. } | Self::Spool { .. } => false,
+            Self::NotJson { .. } | Self::Spool { .. } | Self::CallerToken { .. } => false,
         }
     }
 }
@@ -83,10 +87,36 @@ pub struct Fetcher {
     client: reqwest::Client,
     base: Url,
     tenant_header: HeaderName,
+    /// The importer's own identity towards the auth proxy (a projected
+    /// ServiceAccount token), re-read for every request because the kubelet
+    /// rotates it.
+    caller_token: Option<PathBuf>,
+}
+
+/// Reads the caller token file into an `Authorization` value, marked
+/// sensitive so it never shows in a `Debug` of the request.
+pub fn caller_authorization(path: &Path) -> Result<HeaderValue, FetchError> {
+    let err = |why: String| FetchError::CallerToken {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err("is empty or not a bearer token".into()));
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| err("is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl Fetcher {
-    pub fn new(base: Url, tenant_header: HeaderName) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        base: Url,
+        tenant_header: HeaderName,
+        caller_token: Option<PathBuf>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
@@ -95,6 +125,7 @@ impl Fetcher {
             client,
             base,
             tenant_header,
+            caller_token,
         })
     }
 
@@ -141,13 +172,14 @@ impl Fetcher {
             url: url.to_string(),
             source,
         };
-        let resp = self
+        let mut req = self
             .client
             .get(url.clone())
-            .header(&self.tenant_header, tenant)
-            .send()
-            .await
-            .map_err(http)?;
+            .header(&self.tenant_header, tenant);
+        if let Some(path) = &self.caller_token {
+            req = req.header(AUTHORIZATION, caller_authorization(path)?);
+        }
+        let resp = req.send().await.map_err(http)?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -227,12 +259,73 @@ impl Fetcher {
 mod tests {
     use super::*;
 
+    /// With a caller token file, every request carries `Authorization:
+    /// Bearer <file contents>`, re-read each time (the kubelet rotates the
+    /// projected token); a missing file is an error naming it, not a request
+    /// without identity.
+    #[tokio::test]
+    async fn caller_token_is_sent_and_reread() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(
+                    headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                );
+                axum::http::StatusCode::NOT_FOUND
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first.jwt\n").unwrap();
+        let f = Fetcher::new(
+            Url::parse(&format!("http://{addr}/")).unwrap(),
+            HeaderName::from_static("x-tenant-id"),
+            Some(token.clone()),
+        )
+        .unwrap();
+        assert!(f
+            .fetch("acme", "orders", "2026-11-27", dir.path())
+            .await
+            .unwrap()
+            .is_none());
+        std::fs::write(&token, "second.jwt").unwrap();
+        assert!(f
+            .fetch("acme", "orders", "2026-11-27", dir.path())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Some("Bearer first.jwt".into()),
+                Some("Bearer second.jwt".into())
+            ]
+        );
+        std::fs::remove_file(&token).unwrap();
+        let err = f
+            .fetch("acme", "orders", "2026-11-27", dir.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::CallerToken { .. }), "{err}");
+        assert!(err.to_string().contains("token"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 2, "no request without identity");
+    }
+
     /// Export URLs keep the base path and carry the date as a query parameter.
     #[test]
     fn urls() {
         let f = Fetcher::new(
             Url::parse("http://proxy:8080/api/").unwrap(),
             HeaderName::from_static("x-tenant-id"),
+            None,
         )
         .unwrap();
         assert_eq!(

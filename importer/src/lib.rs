@@ -122,10 +122,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
             date,
             types,
             tenant_header,
+            caller_token_file,
             opts,
         } => {
-            let fetcher =
-                Fetcher::new(base_url.clone(), tenant_header.clone()).map_err(Error::Client)?;
+            let fetcher = Fetcher::new(
+                base_url.clone(),
+                tenant_header.clone(),
+                caller_token_file.clone(),
+            )
+            .map_err(Error::Client)?;
             let modules: Vec<String> = if types.is_empty() {
                 config.registry.types().map(|t| t.module.clone()).collect()
             } else {
@@ -204,6 +209,7 @@ async fn run_jobs(
     let total = jobs.len();
     let reporter = report::Reporter::new(total);
     let cancel = Arc::new(AtomicBool::new(false));
+    db.watch_cancel(cancel.clone());
     let ctx = Context {
         db,
         registry: config.registry.clone(),

@@ -22,13 +22,16 @@ const BUFFER: usize = 256 * 1024;
 #[derive(Debug, Default, Clone)]
 pub struct Record {
     data: Vec<u8>,
+    /// Each field's end in `data`, with [`QUOTED`] set when it started with a quote.
     ends: Vec<usize>,
-    quoted: Vec<bool>,
     line: u64,
     too_long: bool,
     /// The field cut by the limit has been closed; nothing more is kept.
     cut_closed: bool,
 }
+
+/// The flag in an end offset that marks a quoted field.
+const QUOTED: usize = 1 << (usize::BITS - 1);
 
 impl Record {
     pub fn new() -> Self {
@@ -38,7 +41,6 @@ impl Record {
     fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
-        self.quoted.clear();
         self.too_long = false;
         self.cut_closed = false;
     }
@@ -54,13 +56,17 @@ impl Record {
 
     /// Field `i`'s bytes.
     pub fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.data[start..self.ends[i]]
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] & !QUOTED
+        };
+        &self.data[start..self.ends[i] & !QUOTED]
     }
 
     /// Whether field `i` started with a quote.
     pub fn quoted(&self, i: usize) -> bool {
-        self.quoted[i]
+        self.ends[i] & QUOTED != 0
     }
 
     /// The 1-based line the record starts on.
@@ -94,8 +100,8 @@ impl Record {
         if self.too_long {
             // Keep the field the limit cut, so the record's beginning reads as it was.
             if !self.cut_closed {
-                self.ends.push(self.data.len());
-                self.quoted.push(quoted);
+                self.ends
+                    .push(self.data.len() | if quoted { QUOTED } else { 0 });
                 self.cut_closed = true;
             }
             return;
@@ -105,8 +111,8 @@ impl Record {
             self.cut_closed = true;
             return;
         }
-        self.ends.push(self.data.len());
-        self.quoted.push(quoted);
+        self.ends
+            .push(self.data.len() | if quoted { QUOTED } else { 0 });
     }
 }
 
@@ -217,83 +223,116 @@ impl<R: Read> RecordReader<R> {
                 rec.end_field(quoted, limit);
                 return Ok(true);
             }
-            let bytes = &self.buf[self.pos..self.end];
-            match state {
-                State::Start => match bytes[0] {
-                    b'"' => {
-                        quoted = true;
-                        opened = self.line;
-                        state = State::Quoted;
-                        self.pos += 1;
-                    }
-                    b',' => {
-                        rec.end_field(false, limit);
-                        self.pos += 1;
-                    }
-                    b'\n' | b'\r' => {
-                        rec.end_field(false, limit);
-                        return Ok(true);
-                    }
-                    _ => {
-                        quoted = false;
-                        state = State::Unquoted;
-                    }
-                },
-                State::Unquoted => match memchr3(b',', b'\n', b'\r', bytes) {
-                    None => {
-                        rec.push(bytes, limit);
-                        self.pos = self.end;
-                    }
-                    Some(i) => {
-                        rec.push(&bytes[..i], limit);
-                        let sep = bytes[i];
-                        self.pos += i;
+            // Scan what is buffered in one go; the state carries over a refill.
+            let buf = &self.buf[..self.end];
+            let mut pos = self.pos;
+            let mut line = self.line;
+            let done = loop {
+                if pos == buf.len() {
+                    break false;
+                }
+                match state {
+                    State::Start => match buf[pos] {
+                        b'"' => {
+                            quoted = true;
+                            opened = line;
+                            state = State::Quoted;
+                            pos += 1;
+                        }
+                        b',' => {
+                            rec.end_field(false, limit);
+                            pos += 1;
+                        }
+                        b'\n' | b'\r' => {
+                            rec.end_field(false, limit);
+                            break true;
+                        }
+                        _ => state = State::Unquoted,
+                    },
+                    State::Unquoted => {
+                        let start = pos;
+                        pos = find_unquoted_end(buf, pos);
+                        rec.push(&buf[start..pos], limit);
+                        if pos == buf.len() {
+                            break false;
+                        }
                         rec.end_field(quoted, limit);
                         quoted = false;
-                        if sep != b',' {
+                        if buf[pos] != b',' {
                             // The terminator is consumed as a blank line by the next read.
-                            return Ok(true);
+                            break true;
                         }
-                        self.pos += 1;
+                        pos += 1;
                         state = State::Start;
                     }
-                },
-                State::Quoted => match memchr2(b'"', b'\n', bytes) {
-                    None => {
-                        rec.push(bytes, limit);
-                        self.pos = self.end;
-                    }
-                    Some(i) => {
-                        if bytes[i] == b'\n' {
-                            rec.push(&bytes[..=i], limit);
-                            self.line += 1;
-                        } else {
-                            rec.push(&bytes[..i], limit);
-                            state = State::QuoteInQuoted;
+                    State::Quoted => match memchr2(b'"', b'\n', &buf[pos..]) {
+                        None => {
+                            rec.push(&buf[pos..], limit);
+                            pos = buf.len();
                         }
-                        self.pos += i + 1;
-                    }
-                },
-                State::QuoteInQuoted => match bytes[0] {
-                    b'"' => {
-                        rec.push(b"\"", limit);
-                        state = State::Quoted;
-                        self.pos += 1;
-                    }
-                    b',' => {
-                        rec.end_field(quoted, limit);
-                        quoted = false;
-                        state = State::Start;
-                        self.pos += 1;
-                    }
-                    b'\n' | b'\r' => {
-                        rec.end_field(quoted, limit);
-                        return Ok(true);
-                    }
-                    _ => state = State::Unquoted,
-                },
+                        Some(i) => {
+                            if buf[pos + i] == b'\n' {
+                                rec.push(&buf[pos..=pos + i], limit);
+                                line += 1;
+                            } else {
+                                rec.push(&buf[pos..pos + i], limit);
+                                state = State::QuoteInQuoted;
+                            }
+                            pos += i + 1;
+                        }
+                    },
+                    State::QuoteInQuoted => match buf[pos] {
+                        b'"' => {
+                            rec.push(b"\"", limit);
+                            state = State::Quoted;
+                            pos += 1;
+                        }
+                        b',' => {
+                            rec.end_field(quoted, limit);
+                            quoted = false;
+                            state = State::Start;
+                            pos += 1;
+                        }
+                        b'\n' | b'\r' => {
+                            rec.end_field(quoted, limit);
+                            break true;
+                        }
+                        _ => state = State::Unquoted,
+                    },
+                }
+            };
+            self.pos = pos;
+            self.line = line;
+            if done {
+                return Ok(true);
             }
         }
+    }
+}
+
+/// Bytes that end an unquoted field.
+const ENDS_UNQUOTED: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b',' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
+
+/// The end of the unquoted field starting at `pos`: a byte loop for short fields (most), then
+/// memchr for long ones.
+#[inline]
+fn find_unquoted_end(buf: &[u8], mut pos: usize) -> usize {
+    let short = (pos + 32).min(buf.len());
+    while pos < short {
+        if ENDS_UNQUOTED[buf[pos] as usize] {
+            return pos;
+        }
+        pos += 1;
+    }
+    match memchr3(b',', b'\n', b'\r', &buf[pos..]) {
+        Some(i) => pos + i,
+        None => buf.len(),
     }
 }
 

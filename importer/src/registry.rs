@@ -322,11 +322,14 @@ impl Registry {
 
     /// Parses and validates registry text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
-        let raw: RawRegistry =
-            serde_saphyr::from_str(text).map_err(|source| RegistryError::Parse {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        let raw: RawRegistry = serde_saphyr::from_str_with_options(
+            text,
+            serde_saphyr::options! { strict_booleans: true },
+        )
+        .map_err(|source| RegistryError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         if raw.types.is_empty() {
             return Err(RegistryError::Empty {
                 path: path.to_owned(),

@@ -208,3 +208,44 @@ async fn live_progress_is_recorded_and_notified() {
     assert!(notes >= 3, "start, progress and end: {notes}");
     assert_eq!(last, vec!["succeeded", "400000", "400000", "yes"]);
 }
+
+/// A load that can't stop within the 10 s drain (its upsert waits for a row another session
+/// has locked) is cut off, and its run is still recorded `interrupted`; nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_load_is_recorded_interrupted() {
+    use sqlx::Connection;
+    let s = support::Scratch::new();
+    let b = support::postgres().await;
+    support::migrate(&s, &b).await;
+    let v1 = s.file("orders.v1.csv", scenarios::orders(1, 10, "open"));
+    support::importer(&s, &b, &["load", v1.to_str().unwrap(), "--tenant", "acme"]).await;
+    let mut holder = sqlx::PgConnection::connect(&b.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT * FROM orders WHERE tenant_id = 'acme' AND order_id = 1 FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let v2 = s.file("orders.v2.csv", scenarios::orders(1, 10, "shipped"));
+    let r = support::importer_until(
+        &s,
+        &b,
+        &["load", v2.to_str().unwrap(), "--tenant", "acme"],
+        tokio::time::sleep(std::time::Duration::from_secs(1)),
+    )
+    .await;
+    assert!(r.interrupted, "{}", r.text);
+    let runs = b
+        .rows("SELECT status, COALESCE(error, '') FROM import_runs ORDER BY id")
+        .await;
+    assert_eq!(runs[1][0], "interrupted", "{runs:?}");
+    assert!(
+        runs[1][1].contains("did not stop within 10s and was cut off"),
+        "{runs:?}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(
+        b.value("SELECT CAST(count(*) AS TEXT) FROM orders WHERE status = 'open'")
+            .await,
+        "10"
+    );
+}

@@ -242,3 +242,49 @@ fn default_sqlite_file_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("failed 1"));
 }
+
+/// SIGTERM while another process holds SQLite's write lock: the importer stops waiting at once
+/// (not after the 30 s busy timeout) and reports the file interrupted. No run row could be
+/// written (SQLite has one writer), and none is left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_lock_wait_stops_waiting() {
+    let s = support::Scratch::new();
+    let b = support::sqlite(&s);
+    support::migrate(&s, &b).await;
+    let support::Backend::Sqlite(path) = &b else {
+        unreachable!()
+    };
+    let holder = rusqlite::Connection::open(path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let f = s.file("orders.csv", scenarios::orders(1, 3, "open"));
+    let started = std::time::Instant::now();
+    let r = support::importer_until(
+        &s,
+        &b,
+        &["load", f.to_str().unwrap(), "--tenant", "acme"],
+        tokio::time::sleep(std::time::Duration::from_secs(1)),
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(r.interrupted);
+    let o = &r.outcomes[0];
+    assert_eq!(o.status, importer::job::Status::Interrupted, "{}", r.text);
+    assert!(
+        o.error
+            .as_deref()
+            .unwrap()
+            .ends_with("interrupted while waiting for another process's write lock"),
+        "{}",
+        r.text
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(
+        b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs")
+            .await,
+        "0"
+    );
+}

@@ -53,6 +53,8 @@ pub struct Config {
     pub refresh: RefreshPolicy,
     pub shutdown: Shutdown,
     pub tenants: Vec<Tenant>,
+    /// One token per tenant shared by all replicas through Redis (opt-in).
+    pub shared: Option<crate::shared::SharedConfig>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +234,7 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+    shared: Option<crate::shared::config::RawShared>,
 }
 
 #[derive(Deserialize, Default)]
@@ -390,9 +393,11 @@ impl Config {
         let mut doc: Value = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-                path: origin.to_owned(),
-                message: e.to_string(),
+            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+                ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: e.to_string(),
+                }
             })?
         };
         if doc.is_null() {
@@ -434,7 +439,7 @@ fn apply_override(doc: &mut Value, path: &str, value: &str) -> Result<(), Config
     if segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::invalid(key_name, "empty key segment"));
     }
-    let parsed: Value = serde_saphyr::from_str::<Value>(value)
+    let parsed: Value = serde_saphyr::from_str_with_options::<Value>(value, yaml_options())
         .ok()
         .filter(|v| !v.is_object() && !v.is_array() && !v.is_null())
         .unwrap_or_else(|| Value::String(value.to_owned()));
@@ -507,6 +512,7 @@ impl RawConfig {
             .into_iter()
             .map(|(id, raw)| raw.validate(id))
             .collect::<Result<Vec<_>, _>>()?;
+        let shared = self.shared.map(|s| s.validate(&refresh)).transpose()?;
         for tenant in &tenants {
             for key in [&tenant.auth_key(), &tenant.grant_key()]
                 .into_iter()
@@ -528,6 +534,7 @@ impl RawConfig {
             refresh,
             shutdown,
             tenants,
+            shared,
         })
     }
 }
@@ -867,3 +874,9 @@ impl RawTenant {
 
 #[cfg(test)]
 mod tests;
+
+/// YAML 1.2 scalars: only `true`/`false` are booleans, so a caller id, a
+/// tenant or a secret spelt `y`, `no` or `on` stays a string.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}

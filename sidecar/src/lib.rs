@@ -14,6 +14,8 @@
 //! - [`http`]: the token API and the probe/metrics routers.
 //! - [`metrics`]: per-tenant counters in the Prometheus text format, and
 //!   the per-tenant health of `/status`.
+//! - [`shared`]: one token per tenant shared by all replicas through Redis
+//!   (opt-in).
 //! - [`shutdown`]: SIGTERM as Kubernetes sends it: drain Envoy, keep serving
 //!   tokens until it is gone.
 
@@ -24,6 +26,7 @@ pub mod oauth;
 pub mod refresh;
 pub mod schedule;
 pub mod secret;
+pub mod shared;
 pub mod shutdown;
 pub mod store;
 
@@ -56,6 +59,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("serve: {0}")]
     Serve(std::io::Error),
+    #[error("shared token store: {0}")]
+    Shared(#[from] shared::SharedError),
 }
 
 /// The sidecar with its listeners bound, ready to serve.
@@ -122,7 +127,16 @@ impl Sidecar {
             );
         }
         let store = store::Store::with_callers(ids.iter().copied(), callers);
-        let metrics = metrics::Metrics::new(ids.iter().copied());
+        let mut metrics = metrics::Metrics::new(ids.iter().copied());
+        let shared = match &self.config.shared {
+            Some(cfg) => {
+                let m = Arc::new(shared::SharedMetrics::default());
+                metrics = metrics.with_shared(m.clone());
+                info!(mode = cfg.mode.as_str(), prefix = %cfg.key_prefix, "sharing tokens through redis");
+                Some(shared::Shared::start(cfg.clone(), &self.config.tenants, m)?)
+            }
+            None => None,
+        };
         let policy = Arc::new(self.config.refresh.clone());
         let fetcher = Arc::new(fetcher);
         let limiter = Arc::new(refresh::Limiter::new(
@@ -145,6 +159,7 @@ impl Sidecar {
                     store: store.clone(),
                     metrics: metrics.tenant(&tenant.id),
                     rejections: rx,
+                    shared: shared.as_ref().map(|s| s.link(tenant)),
                     first_fetch: start + spread.mul_f64(rand::random::<f64>()),
                 }
                 .run(),

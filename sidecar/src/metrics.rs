@@ -118,6 +118,8 @@ pub struct FetchCounts {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     tenants: Arc<BTreeMap<String, Arc<TenantMetrics>>>,
+    /// The shared token store's counters, when one is configured.
+    shared: Option<Arc<crate::shared::SharedMetrics>>,
     pub fetches: Arc<FetchGauges>,
 }
 
@@ -129,8 +131,15 @@ impl Metrics {
                     .map(|id| (id.to_owned(), Arc::default()))
                     .collect(),
             ),
+            shared: None,
             fetches: Arc::default(),
         }
+    }
+
+    /// Also renders the shared token store's counters.
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedMetrics>) -> Metrics {
+        self.shared = Some(shared);
+        self
     }
 
     /// Every tenant's health, for `GET /status`.
@@ -315,6 +324,9 @@ impl Metrics {
         ] {
             family(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        if let Some(shared) = &self.shared {
+            shared.render(&mut out);
         }
         out
     }

@@ -21,6 +21,7 @@ use crate::config::{RefreshPolicy, Tenant};
 use crate::metrics::{FetchGauges, TenantMetrics};
 use crate::oauth::{FetchError, IssuedToken, Retry};
 use crate::schedule::{Action, Report, Schedule};
+use crate::shared::Outcome;
 use crate::store::Store;
 
 pub use crate::schedule::{backoff, plan, Plan};
@@ -92,15 +93,22 @@ pub struct TenantLoop<F> {
     pub rejections: mpsc::Receiver<u64>,
     /// When the first fetch starts (spread over `start_spread`).
     pub first_fetch: Instant,
+    /// The shared token store, when configured: the fetch action goes
+    /// through its lock ([`crate::shared::SharedTenant::obtain`]: fetched or
+    /// adopted), and tokens other replicas publish arrive as adopted events.
+    pub shared: Option<crate::shared::Link>,
 }
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<IssuedToken, FetchError>> + Send>>;
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Outcome, FetchError>> + Send>>;
 
 impl<F: Fetcher> TenantLoop<F> {
     /// Runs until the task is aborted.
     pub async fn run(mut self) {
         let mut schedule = Schedule::new(self.policy.clone(), self.first_fetch);
         let mut in_flight: Option<FetchFuture> = None;
+        // The served token's version in the shared store (None: a local
+        // token, or no store).
+        let mut shared_version: Option<u64> = None;
         loop {
             let now = Instant::now();
             while let Some(action) = schedule.poll(now) {
@@ -112,9 +120,26 @@ impl<F: Fetcher> TenantLoop<F> {
                         }
                         let (fetcher, tenant) = (self.fetcher.clone(), self.tenant.clone());
                         let limiter = self.limiter.clone();
-                        in_flight = Some(Box::pin(async move {
-                            limiter.run(fetcher.fetch(&tenant)).await
-                        }));
+                        in_flight = Some(match &self.shared {
+                            None => Box::pin(async move {
+                                let token = limiter.run(fetcher.fetch(&tenant)).await?;
+                                Ok(Outcome::Fetched {
+                                    token,
+                                    version: None,
+                                })
+                            }),
+                            Some(link) => {
+                                let shared = link.tenant.clone();
+                                // The shared version of the token being served,
+                                // refreshed or rejected (forced_by is its version).
+                                let known = schedule.serving_version().and(shared_version);
+                                Box::pin(async move {
+                                    shared
+                                        .obtain(known, || limiter.run(fetcher.fetch(&tenant)))
+                                        .await
+                                })
+                            }
+                        });
                     }
                     Action::Withdraw { version } => {
                         self.store.expire(&self.tenant.id, version);
@@ -123,11 +148,23 @@ impl<F: Fetcher> TenantLoop<F> {
                 }
             }
             let deadline = schedule.deadline();
+            let idle = in_flight.is_none();
             tokio::select! {
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {}
                 result = poll_opt(&mut in_flight) => {
                     in_flight = None;
-                    self.finished(&mut schedule, result);
+                    self.finished(&mut schedule, &mut shared_version, result);
+                }
+                // Another replica's token. While a fetch is in flight it
+                // waits: the fetch adopts or publishes on its own.
+                Some(record) = adopted(&mut self.shared), if idle => {
+                    // Versions only rise; an older record is a late read.
+                    if record.version > shared_version.unwrap_or(0) || schedule.serving_version().is_none() {
+                        if let Some(link) = &self.shared {
+                            link.tenant.shared_metrics().adopted();
+                        }
+                        self.finished(&mut schedule, &mut shared_version, Ok(Outcome::Adopted(record)));
+                    }
                 }
                 Some(version) = self.rejections.recv() => {
                     self.metrics.rejection();
@@ -148,20 +185,48 @@ impl<F: Fetcher> TenantLoop<F> {
         }
     }
 
-    fn finished(&self, schedule: &mut Schedule, result: Result<IssuedToken, FetchError>) {
+    fn finished(
+        &self,
+        schedule: &mut Schedule,
+        shared_version: &mut Option<u64>,
+        result: Result<Outcome, FetchError>,
+    ) {
         let now = Instant::now();
         let id = &self.tenant.id;
         match result {
-            Ok(token) => {
-                let served =
-                    schedule.fetched(now, token.lifetime, rand::random::<f64>() * 2.0 - 1.0);
+            Ok(outcome) => {
+                let (token, source, new_shared) = match outcome {
+                    Outcome::Fetched { token, version } => (token, "fetched", version),
+                    // Planned on its remaining life: every replica then
+                    // refreshes at (about) the same instant.
+                    Outcome::Adopted(record) => {
+                        let version = record.version;
+                        (
+                            record.into_issued(SystemTime::now()),
+                            "adopted",
+                            Some(version),
+                        )
+                    }
+                };
+                let served = schedule.fetched(now, token.lifetime, jitter_draw(new_shared));
                 let plan = served.plan;
                 let wall_now = SystemTime::now();
-                let version =
-                    self.store
-                        .install(id, &token.access_token, wall_now + plan.serve_for);
+                let same = new_shared.is_some() && new_shared == *shared_version;
+                let version = match schedule.serving_version() {
+                    // The record we already serve (re-read): reschedule only.
+                    Some(v) if same => v,
+                    _ => {
+                        let v =
+                            self.store
+                                .install(id, &token.access_token, wall_now + plan.serve_for);
+                        *shared_version = new_shared;
+                        v
+                    }
+                };
                 schedule.installed(version, now + plan.serve_for);
-                self.metrics.success(wall_now, served.lifetime);
+                if source == "fetched" {
+                    self.metrics.success(wall_now, served.lifetime);
+                }
                 if let Some(clamp) = served.clamp {
                     self.metrics.clamped(clamp);
                     let (issued, used) = (token.lifetime.as_secs_f64(), served.lifetime.as_secs());
@@ -175,6 +240,8 @@ impl<F: Fetcher> TenantLoop<F> {
                 info!(
                     tenant = %id,
                     version,
+                    shared_version = *shared_version,
+                    source,
                     lifetime_secs = served.lifetime.as_secs(),
                     default_lifetime = token.defaulted_lifetime,
                     serve_secs = plan.serve_for.as_secs(),
@@ -205,7 +272,26 @@ impl<F: Fetcher> TenantLoop<F> {
     }
 }
 
-async fn poll_opt(f: &mut Option<FetchFuture>) -> Result<IssuedToken, FetchError> {
+/// The jitter draw in [-1, 1] for a token's refresh point. A shared token's
+/// is derived from its version, so every replica plans the same refresh
+/// point: one of them takes the lock and the others adopt, and the refresh
+/// rate doesn't grow with the replica count (with independent draws the
+/// earliest of N would win). Tenants still spread, since versions differ.
+fn jitter_draw(shared_version: Option<u64>) -> f64 {
+    match shared_version {
+        Some(v) => crate::shared::unit_from(v) * 2.0 - 1.0,
+        None => rand::random::<f64>() * 2.0 - 1.0,
+    }
+}
+
+async fn adopted(link: &mut Option<crate::shared::Link>) -> Option<crate::shared::Record> {
+    match link {
+        Some(link) => link.adopted.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_opt(f: &mut Option<FetchFuture>) -> Result<Outcome, FetchError> {
     match f.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,

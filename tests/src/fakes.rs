@@ -150,6 +150,31 @@ impl FakeAuth {
         self.state.lock().unwrap().issued.clone()
     }
 
+    /// Whether `token` is still valid at an auth server that revokes a
+    /// client's previous token on every issue (Doorkeeper's
+    /// `revoke_previous_client_credentials_token`): only each tenant's latest
+    /// token is.
+    pub fn is_latest(&self, token: &str) -> bool {
+        let s = self.state.lock().unwrap();
+        let Some(issue) = s.issued.iter().find(|i| i.token == token) else {
+            return false;
+        };
+        s.issued
+            .iter()
+            .rev()
+            .find(|i| i.tenant == issue.tenant)
+            .map(|i| &i.token)
+            == Some(&issue.token)
+    }
+
+    /// Tokens issued for `tenant`, in order.
+    pub fn issued_for(&self, tenant: &str) -> Vec<Issue> {
+        self.issued()
+            .into_iter()
+            .filter(|i| i.tenant == tenant)
+            .collect()
+    }
+
     /// Number of token requests received (issued or not).
     pub fn requests(&self) -> usize {
         self.state.lock().unwrap().requests
@@ -217,6 +242,31 @@ fn rand_u32() -> u32 {
             .unwrap_or(0),
     );
     h.finish() as u32
+}
+
+/// An API in front of a revoke-previous auth server: answers 401 to any
+/// bearer token but its tenant's latest, else 200 with the token it saw.
+pub fn revoke_previous_api(auth: FakeAuth) -> Router {
+    Router::new().fallback(any(move |headers: HeaderMap| {
+        let auth = auth.clone();
+        async move {
+            let bearer = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string);
+            match bearer {
+                Some(t) if auth.is_latest(&t) => {
+                    Json(serde_json::json!({ "token": t })).into_response()
+                }
+                t => (
+                    StatusCode::UNAUTHORIZED,
+                    Json(serde_json::json!({"error": "invalid_token", "token": t})),
+                )
+                    .into_response(),
+            }
+        }
+    }))
 }
 
 /// One request as the fake API received it.

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`fakes`]: the fake auth server and the fake API, small axum apps.
 //! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
+//! - [`redis`]: a throwaway `redis-server` for the shared-token tests, and
+//!   [`shared`]: replicas sharing through it, and what each one serves.
 //! - [`Stack`] (here): all of it wired together for one test.
 //! - [`prod`]: the production Envoy config run for real ([`prod::ProdStack`]),
 //!   with [`tls`] (a test CA via `openssl`) and [`jwt`] (a test issuer).
@@ -16,6 +18,8 @@ pub mod fakes;
 pub mod jwt;
 pub mod procs;
 pub mod prod;
+pub mod redis;
+pub mod shared;
 pub mod tls;
 
 use std::future::Future;

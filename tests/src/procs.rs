@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
@@ -209,6 +209,16 @@ impl Sidecar {
         (child, addr("tokens"), addr("probes"))
     }
 
+    /// The process id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The token API's base URL (`http://127.0.0.1:port`).
+    pub fn tokens_url(&self) -> String {
+        format!("http://{}", self.tokens_addr)
+    }
+
     pub fn probes_url(&self) -> String {
         format!("http://{}", self.probes_addr)
     }
@@ -242,7 +252,7 @@ pub struct Envoy {
 }
 
 fn find_named<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
-    list.as_sequence_mut()
+    list.as_array_mut()
         .and_then(|s| s.iter_mut().find(|v| v["name"] == name))
         .unwrap_or_else(|| panic!("envoy/local.yaml has no {name:?}"))
 }
@@ -255,7 +265,7 @@ fn set_port(socket_parent: &mut Value, port: u16) {
 /// JSON configuration of the plugin with `root_id`.
 fn rewrite_wasm(v: &mut Value, wasm: &str, root_id: &str, f: &dyn Fn(&mut serde_json::Value)) {
     match v {
-        Value::Mapping(m) => {
+        Value::Object(m) => {
             if let Some(Value::String(name)) = m.get_mut("filename") {
                 if name.ends_with(".wasm") {
                     *name = wasm.to_string();
@@ -275,7 +285,7 @@ fn rewrite_wasm(v: &mut Value, wasm: &str, root_id: &str, f: &dyn Fn(&mut serde_
                 rewrite_wasm(child, wasm, root_id, f);
             }
         }
-        Value::Sequence(s) => s.iter_mut().for_each(|c| rewrite_wasm(c, wasm, root_id, f)),
+        Value::Array(s) => s.iter_mut().for_each(|c| rewrite_wasm(c, wasm, root_id, f)),
         _ => {}
     }
 }
@@ -288,7 +298,7 @@ pub fn local_config(
 ) -> String {
     let path = repo_root().join("envoy/local.yaml");
     let text = std::fs::read_to_string(&path).expect("read envoy/local.yaml");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("parse envoy/local.yaml");
+    let mut doc: Value = serde_saphyr::from_str(&text).expect("parse envoy/local.yaml");
     set_port(&mut doc["admin"]["address"], 0);
     let resources = &mut doc["static_resources"];
     set_port(
@@ -309,7 +319,7 @@ pub fn local_config(
         "bearer_injector",
         injector,
     );
-    serde_yaml::to_string(&doc).expect("serialize envoy config")
+    serde_saphyr::to_string(&doc).expect("serialize envoy config")
 }
 
 /// Any Envoy config file (relative to the repository root) for one test:
@@ -326,7 +336,7 @@ pub fn envoy_config(
     let path = repo_root().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
     let mut doc: Value =
-        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {file}: {e}"));
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {file}: {e}"));
     set_port(&mut doc["admin"]["address"], 0);
     let resources = &mut doc["static_resources"];
     set_port(
@@ -342,7 +352,7 @@ pub fn envoy_config(
     }
     rewrite_wasm(&mut doc, &filter_wasm().display().to_string(), "", &|_| {});
     f(&mut doc);
-    serde_yaml::to_string(&doc).expect("serialize envoy config")
+    serde_saphyr::to_string(&doc).expect("serialize envoy config")
 }
 
 /// Applies `f` to the JSON plugin configuration of `root_id` in a config.
@@ -456,9 +466,9 @@ pub fn config_with_built_wasm(
     f: &dyn Fn(&mut serde_json::Value),
 ) -> String {
     let text = std::fs::read_to_string(file).expect("read envoy config");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("parse envoy config");
+    let mut doc: Value = serde_saphyr::from_str(&text).expect("parse envoy config");
     rewrite_wasm(&mut doc, &filter_wasm().display().to_string(), root_id, f);
-    serde_yaml::to_string(&doc).expect("serialize envoy config")
+    serde_saphyr::to_string(&doc).expect("serialize envoy config")
 }
 
 /// Runs `envoy --mode validate` on a config text; returns (success, output).

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::fakes::{self, FakeApi, FakeAuth};
 use crate::jwt::Issuer;
@@ -92,7 +92,7 @@ impl Default for Files {
 /// not, so a new file reference in the production config can't slip by.
 fn rewrite_files(v: &mut Value, paths: &BTreeMap<&'static str, String>) {
     match v {
-        Value::Mapping(m) => {
+        Value::Object(m) => {
             if let Some(Value::String(name)) = m.get_mut("filename") {
                 let new = paths
                     .get(name.as_str())
@@ -103,13 +103,13 @@ fn rewrite_files(v: &mut Value, paths: &BTreeMap<&'static str, String>) {
                 rewrite_files(child, paths);
             }
         }
-        Value::Sequence(s) => s.iter_mut().for_each(|c| rewrite_files(c, paths)),
+        Value::Array(s) => s.iter_mut().for_each(|c| rewrite_files(c, paths)),
         _ => {}
     }
 }
 
 fn named<'a>(list: &'a mut Value, name: &str) -> &'a mut Value {
-    list.as_sequence_mut()
+    list.as_array_mut()
         .and_then(|s| s.iter_mut().find(|v| v["name"] == name))
         .unwrap_or_else(|| panic!("production config has no {name:?}"))
 }
@@ -134,7 +134,7 @@ pub fn production_config_file(
 ) -> String {
     let path = crate::repo_root().join(file);
     let text = std::fs::read_to_string(&path).expect("read production envoy config");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("parse production envoy config");
+    let mut doc: Value = serde_saphyr::from_str(&text).expect("parse production envoy config");
     doc["admin"]["address"]["socket_address"]["port_value"] = Value::from(0);
     let resources = &mut doc["static_resources"];
     let ingress = &mut named(&mut resources["listeners"], "ingress")["address"]["socket_address"];
@@ -151,7 +151,7 @@ pub fn production_config_file(
         socket["port_value"] = Value::from(port);
     }
     rewrite_files(&mut doc, &files.paths());
-    serde_yaml::to_string(&doc).expect("serialize envoy config")
+    serde_saphyr::to_string(&doc).expect("serialize envoy config")
 }
 
 /// Fake auth server, TLS fake API, sidecar with allow-lists, and Envoy

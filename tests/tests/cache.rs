@@ -13,7 +13,7 @@ use axum::Router;
 use e2e::procs::{envoy_config, rewrite_plugin};
 use e2e::{eventually, Stack};
 use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const CONFIG: &str = "envoy/cache-local.yaml";
@@ -136,7 +136,7 @@ async fn answer(State(api): State<Api>, method: Method, uri: Uri, headers: Heade
 /// Sets every `key` in the document to `value` (the cache directory).
 fn set_all(v: &mut Value, key: &str, value: &str) {
     match v {
-        Value::Mapping(m) => {
+        Value::Object(m) => {
             if let Some(slot) = m.get_mut(key) {
                 *slot = Value::from(value);
             }
@@ -144,7 +144,7 @@ fn set_all(v: &mut Value, key: &str, value: &str) {
                 set_all(c, key, value);
             }
         }
-        Value::Sequence(s) => s.iter_mut().for_each(|c| set_all(c, key, value)),
+        Value::Array(s) => s.iter_mut().for_each(|c| set_all(c, key, value)),
         _ => {}
     }
 }
@@ -584,9 +584,20 @@ async fn removed_tenant_cannot_reach_its_entries() {
     let cut = yaml.find("  globex:").unwrap();
     std::fs::write(&config, &yaml[..cut]).unwrap();
     c.stack.sidecar.restart().await;
-    eventually(Duration::from_secs(10), "globex refused", || async {
-        (c.get(path, "globex").await.status() == 403).then_some(())
-    })
+    // Each Envoy worker loads the new snapshot on its own tick: wait until a
+    // run of requests (spread over the workers' connections) is refused.
+    eventually(
+        Duration::from_secs(10),
+        "globex refused by every worker",
+        || async {
+            for _ in 0..10 {
+                if c.get(path, "globex").await.status() != 403 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
     .await;
     for _ in 0..20 {
         let r = c.get(path, "globex").await;
@@ -610,10 +621,10 @@ async fn negative_control_without_tenant_key_leaks() {
             json.as_object_mut().unwrap().remove("authority_suffix");
             json["identity"] = serde_json::json!({"mode": "anonymous"});
         });
-        let text = serde_yaml::to_string(doc)
+        let text = serde_saphyr::to_string(doc)
             .unwrap()
             .replace("root_id: cache_fill", "root_id: bearer_injector");
-        *doc = serde_yaml::from_str(&text).unwrap();
+        *doc = serde_saphyr::from_str(&text).unwrap();
     });
     let c = start_with(Stack::builder(), Some(rewrite)).await;
     // The plain injector imposes no TTL: a path the upstream itself marks
@@ -675,9 +686,9 @@ async fn production_cache_config_checks_the_caller_first() {
         sidecar.tokens_addr.port(),
         e2e::fakes::port_of(&api_url),
     );
-    let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+    let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
     set_all(&mut doc, "cache_path", &dir.path().display().to_string());
-    let envoy = e2e::Envoy::start_with(&serde_yaml::to_string(&doc).unwrap()).await;
+    let envoy = e2e::Envoy::start_with(&serde_saphyr::to_string(&doc).unwrap()).await;
     let url = envoy.url();
     let invoicer = files.issuer.token("billing", "invoicer", Flaw::None);
     let globex_app = files.issuer.token("globex", "globex-app", Flaw::None);

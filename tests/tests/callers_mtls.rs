@@ -133,31 +133,29 @@ async fn mtls_identity() {
 /// field, the filter's identity block), so the two cannot drift apart.
 #[test]
 fn mtls_config_differs_only_in_identity() {
-    fn load(file: &str) -> serde_yaml::Value {
+    fn load(file: &str) -> serde_json::Value {
         let text = std::fs::read_to_string(e2e::repo_root().join(file)).unwrap();
-        serde_yaml::from_str(&text).unwrap()
+        serde_saphyr::from_str(&text).unwrap()
     }
-    fn normalize(mut doc: serde_yaml::Value) -> String {
+    fn normalize(mut doc: serde_json::Value) -> String {
         let chain = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0];
-        chain.as_mapping_mut().unwrap().remove("transport_socket");
+        chain.as_object_mut().unwrap().remove("transport_socket");
         let hcm = &mut chain["filters"][0]["typed_config"];
-        let mappers = hcm["local_reply_config"]["mappers"]
-            .as_sequence_mut()
-            .unwrap();
-        mappers.retain(|m| !serde_yaml::to_string(m).unwrap().contains("jwt_authn"));
+        let mappers = hcm["local_reply_config"]["mappers"].as_array_mut().unwrap();
+        mappers.retain(|m| !serde_saphyr::to_string(m).unwrap().contains("jwt_authn"));
         hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]["caller"] =
-            serde_yaml::Value::Null;
-        let filters = hcm["http_filters"].as_sequence_mut().unwrap();
+            serde_json::Value::Null;
+        let filters = hcm["http_filters"].as_array_mut().unwrap();
         filters.retain(|f| f["name"] != "envoy.filters.http.jwt_authn");
         for f in filters.iter_mut() {
             let value = &mut f["typed_config"]["config"]["configuration"]["value"];
             if let Some(json) = value.as_str() {
                 let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
                 v.as_object_mut().unwrap().remove("identity");
-                *value = serde_yaml::Value::from(v.to_string());
+                *value = serde_json::Value::from(v.to_string());
             }
         }
-        serde_yaml::to_string(&doc).unwrap()
+        serde_saphyr::to_string(&doc).unwrap()
     }
     assert_eq!(
         normalize(load("envoy/envoy.yaml")),

@@ -22,11 +22,14 @@ fn production_injector() -> Value {
         "bearer_injector",
         &|json| *found.borrow_mut() = json.clone(),
     );
-    let json = found.into_inner();
+    let mut json = found.into_inner();
     assert!(
         json.is_object(),
         "envoy/envoy.yaml has a bearer_injector configuration"
     );
+    // Every expiry setting as shipped; only the caller identity is local's
+    // (this stack has no JWT issuer: tests/tests/callers.rs covers jwt).
+    json["identity"] = serde_json::json!({"mode": "anonymous"});
     json
 }
 

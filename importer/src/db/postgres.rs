@@ -250,7 +250,7 @@ impl Pg {
         sqlx::query(
             "WITH u AS (UPDATE import_runs SET finished_at = now(), heartbeat_at = now(), status = $2, \
              rows_read = $3, rows_loaded = $4, rows_rejected = $5, rows_written = $6, load_path = $7, \
-             duplicate_of = $8, error = $9 WHERE id = $1 RETURNING id) \
+             duplicate_of = $8, error = $9 WHERE id = $1 AND status = 'running' RETURNING id) \
              SELECT pg_notify($10, id::text) FROM u",
         )
         .bind(id)

@@ -4,7 +4,8 @@
 //! progress on SQLite: a run shows `running`, then its final row).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -29,13 +30,17 @@ const ROWS_PER_INSERT: usize = 256;
 const MAX_PARAMS: usize = 32766;
 /// A chunk's text arena is flushed past this size, so long records never pile up.
 const ARENA_BYTES: usize = 4 << 20;
-/// How long a load waits for another process's write lock.
+/// How long a write waits for another process's write lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// While waiting for it, how often a shutdown signal is looked for.
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// The embedded database.
 #[derive(Clone)]
 pub struct Lite {
     conn: Arc<Mutex<Connection>>,
+    /// Set on shutdown: bookkeeping writes stop waiting for another process's lock.
+    cancel: Arc<OnceLock<Arc<AtomicBool>>>,
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -142,7 +147,41 @@ impl Lite {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            cancel: Arc::default(),
         })
+    }
+
+    /// Bookkeeping writes give up waiting for another process's write lock once `cancel` is set.
+    pub fn watch_cancel(&self, cancel: Arc<AtomicBool>) {
+        let _ = self.cancel.set(cancel);
+    }
+
+    /// Runs a bookkeeping write (idempotent when retried), waiting for another process's write
+    /// lock at most [`LOCK_WAIT`] and not past a shutdown signal.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let cancel = self.cancel.get().cloned();
+        self.with(move |conn| {
+            conn.busy_timeout(LOCK_POLL).map_err(lite("busy_timeout"))?;
+            let started = Instant::now();
+            let result = loop {
+                match f(conn) {
+                    Err(DbError::Sqlite { source, .. })
+                        if is_busy(&source) && started.elapsed() < LOCK_WAIT =>
+                    {
+                        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                            break Err(DbError::LockWaitInterrupted);
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            conn.busy_timeout(LOCK_WAIT).map_err(lite("busy_timeout"))?;
+            result
+        })
+        .await
     }
 
     /// Runs `f` on the connection in a blocking thread.
@@ -190,7 +229,7 @@ impl Lite {
     }
 
     pub async fn start_run(&self, s: RunStart) -> Result<i64, DbError> {
-        self.with(move |conn| {
+        self.write(move |conn| {
             conn.query_row(
                 &format!(
                     "INSERT INTO import_runs (tenant, module, source, export_date, started_at, status, content_hash, owner, heartbeat_at) \
@@ -205,13 +244,13 @@ impl Lite {
     }
 
     pub async fn finish_run(&self, id: i64, e: RunEnd) -> Result<(), DbError> {
-        self.with(move |conn| {
+        self.write(move |conn| {
             let counts = e.loaded.map(|l| l.counts).unwrap_or_default();
             conn.execute(
                 &format!(
                     "UPDATE import_runs SET finished_at = {NOW}, heartbeat_at = {NOW}, status = ?2, rows_read = ?3, \
                      rows_loaded = ?4, rows_rejected = ?5, rows_written = ?6, load_path = ?7, duplicate_of = ?8, \
-                     error = ?9 WHERE id = ?1"
+                     error = ?9 WHERE id = ?1 AND status = 'running'"
                 ),
                 params![
                     id,
@@ -222,7 +261,7 @@ impl Lite {
                     e.loaded.map_or(0, |l| l.written as i64),
                     e.loaded.map(|l| l.path.as_str()),
                     e.duplicate_of,
-                    e.error,
+                    e.error.as_deref(),
                 ],
             )
             .map_err(lite("record run end"))?;
@@ -234,7 +273,7 @@ impl Lite {
     /// Marks `running` runs whose owner process is gone as `abandoned`; returns their ids.
     /// SQLite keeps no heartbeat during a load, so only owners on this host can be judged.
     pub async fn sweep_abandoned(&self) -> Result<Vec<i64>, DbError> {
-        self.with(|conn| {
+        self.write(|conn| {
             let running: Vec<(i64, Option<String>)> = {
                 let mut stmt = conn
                     .prepare("SELECT id, owner FROM import_runs WHERE status = 'running'")
@@ -309,7 +348,39 @@ impl Lite {
     }
 }
 
+/// Whether the schema is current: then `migrate` needs no write lock (another process may be
+/// holding it).
+fn is_current(conn: &Connection, registry: &Registry) -> Result<bool, DbError> {
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(lite("user_version"))?;
+    if version != MIGRATIONS.len() {
+        return Ok(false);
+    }
+    for def in registry.types() {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA table_info({})", def.table))
+            .map_err(lite("table_info"))?;
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(1))
+            .map_err(lite("table_info"))?
+            .collect::<Result<_, _>>()
+            .map_err(lite("table_info"))?;
+        if !def
+            .columns
+            .iter()
+            .all(|c| names.iter().any(|n| c.name == *n.as_str()))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn migrate(conn: &mut Connection, registry: &Registry) -> Result<(), DbError> {
+    if is_current(conn, registry)? {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(lite("begin"))?;

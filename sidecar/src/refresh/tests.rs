@@ -89,6 +89,7 @@ impl Harness {
                 metrics: Arc::default(),
                 rejections: rx,
                 first_fetch: Instant::now(),
+                shared: None,
             }
             .run(),
         );
