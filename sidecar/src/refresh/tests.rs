@@ -4,31 +4,8 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::config::Config;
+use crate::schedule::tests::{permanent, policy, transient};
 use crate::secret::Secret;
-
-fn policy() -> RefreshPolicy {
-    RefreshPolicy {
-        rejection_min_interval: Duration::from_secs(10),
-        ..RefreshPolicy::default()
-    }
-}
-
-fn transient(reason: &'static str) -> FetchError {
-    FetchError {
-        url: "https://auth.example.com/token".into(),
-        reason,
-        retry: Retry::Transient,
-        retry_after: None,
-        detail: "test".into(),
-    }
-}
-
-fn permanent() -> FetchError {
-    FetchError {
-        retry: Retry::Permanent,
-        ..transient("invalid_client")
-    }
-}
 
 fn token(secs: u64) -> IssuedToken {
     IssuedToken {

@@ -3,14 +3,15 @@
 
 use super::*;
 
-fn policy() -> RefreshPolicy {
+/// The refresh policy the schedule and refresh-task tests share.
+pub(crate) fn policy() -> RefreshPolicy {
     RefreshPolicy {
         rejection_min_interval: Duration::from_secs(10),
         ..RefreshPolicy::default()
     }
 }
 
-fn transient(reason: &'static str) -> FetchError {
+pub(crate) fn transient(reason: &'static str) -> FetchError {
     FetchError {
         url: "https://auth.example.com/token".into(),
         reason,
@@ -20,7 +21,7 @@ fn transient(reason: &'static str) -> FetchError {
     }
 }
 
-fn permanent() -> FetchError {
+pub(crate) fn permanent() -> FetchError {
     FetchError {
         retry: Retry::Permanent,
         ..transient("invalid_client")
