@@ -3,10 +3,12 @@
 //! and an API), all on ephemeral loopback ports so tests run in parallel.
 //!
 //! # Layout
-//! - [`fakes`]: the fake auth server and the fake API, small axum apps.
-//! - [`procs`]: the sidecar and Envoy processes, their logs, readiness.
-//! - [`redis`]: a throwaway `redis-server` for the shared-token tests, and
-//!   [`shared`]: replicas sharing through it, and what each one serves.
+//! - [`fakes`]: the fake API, a small axum app; the fake auth server and
+//!   [`eventually`] come from the shared [`testkit`].
+//! - [`procs`]: the sidecar and Envoy processes (launched with
+//!   [`testkit::Proc`]), their logs, readiness.
+//! - [`shared`]: replicas sharing a throwaway `redis-server`
+//!   ([`testkit::redis`]), and what each one serves.
 //! - [`Stack`] (here): all of it wired together for one test.
 //! - [`prod`]: the production Envoy config run for real ([`prod::ProdStack`]),
 //!   with [`tls`] (a test CA via `openssl`) and [`jwt`] (a test issuer).
@@ -18,43 +20,15 @@ pub mod fakes;
 pub mod jwt;
 pub mod procs;
 pub mod prod;
-pub mod redis;
 pub mod shared;
 pub mod tls;
 
-use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
-pub use fakes::{FakeApi, FakeAuth, Issue};
+pub use fakes::{Behave, FakeApi, FakeAuth, Issue};
 pub use procs::{Envoy, Sidecar};
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-/// Retries `check` until it returns `Some`, or panics with `what` after
-/// `timeout`. Use instead of fixed sleeps.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+pub use testkit::redis;
+pub use testkit::{eventually, repo_root};
 
 /// How to set up one test's stack.
 pub struct StackBuilder {
@@ -63,7 +37,7 @@ pub struct StackBuilder {
     sidecar_yaml_extra: String,
     default_tenant: Option<String>,
     api: Option<axum::Router>,
-    auth_mode: Option<fakes::Mode>,
+    auth_mode: Option<Behave>,
     /// Builds the Envoy config from the sidecar's and the API's ports;
     /// default `envoy/local.yaml`.
     envoy_config: Option<EnvoyConfigFn>,
@@ -159,7 +133,7 @@ impl StackBuilder {
     }
 
     /// What the fake auth server does from the start.
-    pub fn auth_mode(mut self, mode: fakes::Mode) -> Self {
+    pub fn auth_mode(mut self, mode: Behave) -> Self {
         self.auth_mode = Some(mode);
         self
     }
@@ -178,9 +152,9 @@ impl StackBuilder {
     }
 
     pub async fn start(self) -> Stack {
-        let auth = FakeAuth::start(self.lifetime).await;
+        let auth = FakeAuth::start(Behave::issue(self.lifetime)).await;
         if let Some(mode) = self.auth_mode {
-            auth.set_mode(mode);
+            auth.set_default(mode);
         }
         let (api, api_url) = match self.api {
             Some(router) => (None, fakes::serve(router).await),

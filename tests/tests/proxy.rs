@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::fakes::Mode;
+use e2e::Behave;
 use e2e::{eventually, Stack};
 use serde_json::Value;
 
@@ -61,7 +61,7 @@ async fn replaces_caller_authorization() {
 /// stable code, `Retry-After`, and nothing reaches the upstream.
 #[tokio::test(flavor = "multi_thread")]
 async fn fails_closed_without_token() {
-    let stack = Stack::builder().auth_mode(Mode::Hang).start().await;
+    let stack = Stack::builder().auth_mode(Behave::Hang).start().await;
     // Give the filter time to hear from the sidecar (a snapshot with no
     // tokens); the answer must be the same before and after.
     for _ in 0..2 {
@@ -84,11 +84,11 @@ async fn fails_closed_without_token() {
     eventually(
         Duration::from_secs(10),
         "both tenants' token requests",
-        || async { (stack.auth.requests() >= 2).then_some(()) },
+        || async { (stack.auth.count() >= 2).then_some(()) },
     )
     .await;
     assert_eq!(
-        stack.auth.requests(),
+        stack.auth.count(),
         2,
         "both tenants asked once, still hanging"
     );
@@ -198,7 +198,7 @@ async fn sidecar_restart_during_auth_outage_keeps_tokens() {
         .stat("wasmcustom.authproxy.fetcher.snapshots")
         .await
         .unwrap_or(0);
-    stack.auth.set_mode(Mode::Hang);
+    stack.auth.set_default(Behave::Hang);
     stack.sidecar.restart().await;
     // The new sidecar's first snapshot (no tokens) reaches the filter...
     eventually(
@@ -235,7 +235,7 @@ async fn upstream_401_triggers_refresh() {
     let old = stack.auth.issued()[0].token.clone();
     let api = stack.api.as_ref().unwrap();
     api.revoke(&format!("Bearer {old}"));
-    let requests_before = stack.auth.requests();
+    let requests_before = stack.auth.count();
     for _ in 0..20 {
         let r = stack.get("/", Some("acme")).await;
         assert!(r.status() == 401 || r.status() == 200);
@@ -256,7 +256,7 @@ async fn upstream_401_triggers_refresh() {
     assert_ne!(body["authorization"], format!("Bearer {old}"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        stack.auth.requests() - requests_before,
+        stack.auth.count() - requests_before,
         1,
         "one refresh for a burst of 401s"
     );

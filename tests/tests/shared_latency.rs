@@ -17,7 +17,7 @@ use tokio::time::Instant;
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_one_issue_per_cycle() {
     let redis = RedisServer::start();
-    let auth = FakeAuth::start(4).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(4)).await;
     let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
     let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
     let start = Instant::now();

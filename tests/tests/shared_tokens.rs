@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::fakes::{self, FakeAuth, Mode};
+use e2e::fakes::{self, Behave, FakeAuth};
 use e2e::redis::RedisServer;
 use e2e::shared::{counters, replicas, yaml, Timeline, TENANTS};
 use e2e::{eventually, Envoy};
@@ -17,12 +17,12 @@ use tokio::time::Instant;
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_holder_killed_mid_fetch() {
     let redis = RedisServer::start();
-    let auth = FakeAuth::start(60).await;
-    auth.set_mode(Mode::Hang);
+    let auth = FakeAuth::start(e2e::Behave::issue(60)).await;
+    auth.set_default(Behave::Hang);
     let mut sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
     // One request per tenant: the lock holders' (hanging).
     eventually(Duration::from_secs(5), "the first fetches", || async {
-        (auth.requests() >= 2).then_some(())
+        (auth.count() >= 2).then_some(())
     })
     .await;
     let locks = redis.keys("authproxy:*:lock");
@@ -35,7 +35,7 @@ async fn lock_holder_killed_mid_fetch() {
         .expect("the lock holder is one of ours");
     sidecars[holder].kill().await;
     let killed = Instant::now();
-    auth.set_mode(Mode::Issue { lifetime: 60 });
+    auth.set_default(Behave::issue(60));
     eventually(Duration::from_secs(8), "a takeover", || async {
         TENANTS
             .iter()
@@ -64,7 +64,7 @@ async fn lock_holder_killed_mid_fetch() {
         .await;
     }
     // 2 hanging requests (one per tenant) + one takeover each.
-    assert_eq!(auth.requests(), 4);
+    assert_eq!(auth.count(), 4);
 }
 
 /// Redis stopped: best-effort replicas go back to fetching their own tokens;
@@ -72,7 +72,7 @@ async fn lock_holder_killed_mid_fetch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_outage_best_effort() {
     let mut redis = RedisServer::start();
-    let auth = FakeAuth::start(4).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(4)).await;
     let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
     let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
     eventually(Duration::from_secs(10), "a shared token", || async {
@@ -120,7 +120,7 @@ async fn redis_outage_best_effort() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_outage_exclusive() {
     let mut redis = RedisServer::start();
-    let auth = FakeAuth::start(4).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(4)).await;
     let sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
     let timelines: Vec<Timeline> = sidecars.iter().map(Timeline::follow).collect();
     let token = eventually(Duration::from_secs(10), "a shared token", || async {
@@ -191,7 +191,7 @@ async fn redis_outage_exclusive() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rejection_storm_fetches_once() {
     let redis = RedisServer::start();
-    let auth = FakeAuth::start(3600).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(3600)).await;
     let sidecars = replicas(&auth, &yaml(&redis, "best_effort"), 3).await;
     let http = reqwest::Client::new();
     let versions = eventually(Duration::from_secs(10), "one shared token", || async {
@@ -248,7 +248,7 @@ async fn rejection_storm_fetches_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn envoy_replicas_inject_the_shared_token() {
     let redis = RedisServer::start();
-    let auth = FakeAuth::start(4).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(4)).await;
     let api = fakes::serve(fakes::revoke_previous_api(auth.clone())).await;
     let sidecars = replicas(&auth, &yaml(&redis, "exclusive"), 3).await;
     let mut envoys = Vec::new();
@@ -318,7 +318,7 @@ async fn envoy_replicas_inject_the_shared_token() {
 async fn ready_without_redis_in_best_effort() {
     let mut redis = RedisServer::start();
     redis.stop();
-    let auth = FakeAuth::start(60).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(60)).await;
     let sidecar = &replicas(&auth, &yaml(&redis, "best_effort"), 1).await[0];
     let http = reqwest::Client::new();
     // The token API serves both tokens (this also counts as Envoy's poll).

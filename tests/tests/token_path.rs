@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use axum::routing::get;
-use e2e::fakes::{FakeApi, FakeAuth, Mode};
+use e2e::fakes::{Behave, FakeApi, FakeAuth};
 use e2e::procs::{config_with_built_wasm, local_config, Envoy, Sidecar};
 use e2e::{eventually, repo_root, Stack};
 use serde_json::Value;
@@ -65,7 +65,7 @@ async fn load(proxy: &str, tenant: &str, workers: usize, how_long: Duration) -> 
 /// Runs continuous load through Envoy with 10 s tokens (the lifetime floor)
 /// for about four refresh cycles and checks every request got a token.
 async fn no_503s_across_refreshes(injector: Option<Value>) {
-    let auth = FakeAuth::start(10).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(10)).await;
     let api = FakeApi::start().await;
     let sidecar = Sidecar::start(&auth, &["acme".to_string()], "").await;
     let config = local_config(
@@ -174,14 +174,8 @@ async fn rejected_replacement_is_replaced() {
 /// `/status` says which tenant fails and why.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_broken_tenant_keeps_the_pod_ready() {
-    let auth = FakeAuth::start(3600).await;
-    auth.set_tenant_mode(
-        "acme",
-        Mode::Fail {
-            status: 401,
-            body: r#"{"error":"invalid_client"}"#.into(),
-        },
-    );
+    let auth = FakeAuth::start(e2e::Behave::issue(3600)).await;
+    auth.set_tenant("acme", Behave::json(401, r#"{"error":"invalid_client"}"#));
     let api = FakeApi::start().await;
     let sidecar = Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
     let envoy = Envoy::start(
@@ -254,7 +248,7 @@ fn free_port() -> u16 {
 /// exits 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_stop_finishes_in_flight_requests() {
-    let auth = FakeAuth::start(3600).await;
+    let auth = FakeAuth::start(e2e::Behave::issue(3600)).await;
     let slow = axum::Router::new().route(
         "/slow",
         get(|headers: axum::http::HeaderMap| async move {
@@ -280,9 +274,9 @@ async fn graceful_stop_finishes_in_flight_requests() {
     let yaml = format!(
         "listen:\n  tokens: 127.0.0.1:{tokens_port}\n  probes: 127.0.0.1:0\n\
          shutdown:\n  envoy_admin: {admin}\n  drain_timeout: 10s\n  idle: 1s\n\
-         tenants:\n  acme:\n    token_url: {}/token/acme\n    client_id: acme\n\
+         tenants:\n  acme:\n    token_url: {}\n    client_id: acme\n\
          \x20   auth: {{method: client_secret_post, secret: {{file: {}}}}}\n",
-        auth.url,
+        auth.tenant_url("acme"),
         secret.display()
     );
     let path = dir.path().join("sidecar.yaml");

@@ -8,10 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::Config;
 
-#[allow(dead_code)]
-#[path = "../../../tests/src/redis.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+use testkit::redis::RedisServer;
 
 fn config(url: &str, extra: &str) -> Config {
     let yaml = format!(

@@ -12,7 +12,7 @@ async fn main() {
     let auth_addr = args.next().unwrap_or_else(|| "127.0.0.1:18081".into());
     let api_addr = args.next().unwrap_or_else(|| "127.0.0.1:18080".into());
     let exports = args.next().map(PathBuf::from);
-    let auth = e2e::FakeAuth::start_on(&auth_addr, 3600).await;
+    let auth = e2e::FakeAuth::start_on(&auth_addr, e2e::Behave::issue(3600)).await;
     let api = e2e::FakeApi::start_on(&api_addr, exports).await;
     eprintln!(
         "fake third party: token endpoint {}/token/{{tenant}}, API {}",

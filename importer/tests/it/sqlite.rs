@@ -1,11 +1,6 @@
 //! The importer against the embedded SQLite default, plus the binary's exit codes.
 
-#[path = "common/support.rs"]
-mod support;
-
-#[path = "common/scenarios.rs"]
-#[macro_use]
-mod scenarios;
+use crate::{scenarios, support};
 
 backend_tests!(|s| support::sqlite(&s));
 
@@ -147,7 +142,7 @@ async fn migrates_a_0001_database() {
     };
     {
         let conn = rusqlite::Connection::open(path).unwrap();
-        conn.execute_batch(include_str!("../migrations/sqlite/0001_import_runs.sql"))
+        conn.execute_batch(include_str!("../../migrations/sqlite/0001_import_runs.sql"))
             .unwrap();
         conn.execute_batch(
             "PRAGMA user_version = 1;

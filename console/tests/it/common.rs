@@ -1,8 +1,5 @@
-//! Shared by the console's integration tests (`#[path = "common/harness.rs"] mod common;`):
-//! a database filled by the real importer binary from a fake export API, a users file, the app
+//! What the console's test modules share: a database filled by the real importer binary from a fake export API, a users file, the app
 //! built from command-line arguments, and request and HTML helpers.
-
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -30,26 +27,9 @@ pub const ORDERS_CSV: &str =
 5,14,2026-01-05,open,,5.25,2026-01-05T10:00:00Z\n\
 6,15,2026-01-06,open,GBP,99.99,\n";
 
-/// The cargo target directory of this test binary (`target/<profile>/deps/..`).
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .expect("target dir")
-}
-
 /// The importer binary beside this test (`cargo build -p importer`; scripts/test does).
 pub fn importer_bin() -> PathBuf {
-    let p = std::env::var_os("IMPORTER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug/importer"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p importer` first (scripts/test does)",
-        p.display()
-    );
-    p
+    testkit::binary("importer")
 }
 
 pub fn registry_path() -> PathBuf {
@@ -68,24 +48,7 @@ pub fn users_text() -> &'static str {
 /// The export API the importer fetches from: `GET /exports/{module}` serves
 /// `{dir}/{module}.csv` as the export payload. Only the third party is faked.
 pub async fn export_api(dir: PathBuf) -> String {
-    use axum::extract::{Path as AxPath, State};
-    use axum::response::IntoResponse;
-    let router = Router::new()
-        .route(
-            "/exports/{module}",
-            axum::routing::get(
-                |State(dir): State<PathBuf>, AxPath(module): AxPath<String>| async move {
-                    match std::fs::read(dir.join(format!("{module}.csv"))) {
-                        Ok(csv) => {
-                            axum::Json(e2e::fakes::export_payload(&module, &csv)).into_response()
-                        }
-                        Err(_) => StatusCode::NOT_FOUND.into_response(),
-                    }
-                },
-            ),
-        )
-        .with_state(dir);
-    e2e::fakes::serve(router).await
+    testkit::serve(testkit::export::api(dir)).await
 }
 
 /// A test world: a database, the export files and API, a users file.
@@ -330,13 +293,4 @@ pub fn urlenc(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Retries `check` until it returns `Some`, or panics after `secs`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    e2e::eventually(std::time::Duration::from_secs(secs), what, check).await
 }

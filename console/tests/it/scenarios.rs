@@ -1,6 +1,4 @@
-//! Page scenarios run against both databases (`handlers.rs` on SQLite, `postgres.rs`).
-
-#![allow(dead_code)]
+//! Page scenarios run against both databases (`handlers` on SQLite, `postgres`).
 
 use std::collections::HashSet;
 
@@ -326,15 +324,19 @@ pub async fn rerun(w: World) {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.texts("#rerun-started")[0].starts_with("Re-run started (importer process"));
-    let later = eventually(30, "the re-run to succeed", || {
-        let app = app.clone();
-        let cookie = cookie.clone();
-        async move {
-            let r = get(&app, "/runs/1", Some(&cookie)).await;
-            let rows = r.table("#later-runs");
-            rows.first().filter(|row| row[1] == "succeeded").cloned()
-        }
-    })
+    let later = testkit::eventually(
+        std::time::Duration::from_secs(30),
+        "the re-run to succeed",
+        || {
+            let app = app.clone();
+            let cookie = cookie.clone();
+            async move {
+                let r = get(&app, "/runs/1", Some(&cookie)).await;
+                let rows = r.table("#later-runs");
+                rows.first().filter(|row| row[1] == "succeeded").cloned()
+            }
+        },
+    )
     .await;
     assert_eq!(later[..5], ["#2", "succeeded", "7", "5", "2"]);
 }

@@ -1,13 +1,8 @@
 //! The console against a real PostgreSQL named by `TEST_POSTGRES_URL` (`scripts/pg start`).
 //! Without it these tests fail, on purpose: they never skip.
 
-#[path = "common/harness.rs"]
-mod common;
-
-#[path = "common/scenarios.rs"]
-mod scenarios;
-
-use common::*;
+use crate::common::*;
+use crate::scenarios;
 
 #[tokio::test]
 async fn runs_run_and_rejects_postgres() {

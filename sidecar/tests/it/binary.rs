@@ -2,18 +2,16 @@
 //! SIGTERM, and logs that never contain a token, secret, assertion, key or
 //! token-server response body.
 
-#[path = "common/harness.rs"]
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, eventually, write, Behave, FakeAuth};
 use jwt_simple::prelude::*;
+use testkit::{eventually, write, Behave, FakeAuth, Proc};
 use tokio::time::Instant;
+
+use crate::common::{client, LISTEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
 
@@ -168,96 +166,22 @@ fn bad_configs_exit_64_with_one_line() {
     }
 }
 
-/// A running sidecar binary with its stderr collected line by line.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// The sidecar binary on `config`, with `env`.
+fn spawn(config: &str, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--config").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc::spawn("the sidecar", &mut cmd)
 }
 
-impl Proc {
-    fn spawn(config: &str, env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn sidecar");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// The (tokens, probes) addresses from the "listening" log line.
-    async fn addrs(&self) -> (SocketAddr, SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for line in self.lines.lock().unwrap().iter() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if v["message"] == "listening" {
-                    let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
-                    return (addr("tokens"), addr("probes"));
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no listening line: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-
-    /// Waits up to `within` for exit; returns the exit code.
-    async fn wait(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exit code");
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("sidecar did not exit within {within:?}: {}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+/// The (tokens, probes) addresses from the "listening" log line.
+async fn addrs(p: &Proc) -> (SocketAddr, SocketAddr) {
+    let v = p.json_line(Duration::from_secs(10), "listening", 0).await;
+    let addr = |k: &str| v[k].as_str().and_then(|a| a.parse().ok()).expect("addr");
+    (addr("tokens"), addr("probes"))
 }
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const LISTEN: &str = "listen:\n  tokens: 127.0.0.1:0\n  probes: 127.0.0.1:0\n";
 
 /// SIGTERM with a long-poll in flight: the poll is answered at once, the
 /// pod turns unready, tokens are still served (polls are cut to 500 ms) for
@@ -278,14 +202,14 @@ async fn sigterm_serves_while_polled_then_exits() {
     client_id: acme
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
 ",
-            url = fake.url
+            url = fake.token_url()
         ),
     );
-    let mut p = Proc::spawn(&config, &[]);
-    let (tokens, probes) = p.addrs().await;
+    let mut p = spawn(&config, &[]);
+    let (tokens, probes) = addrs(&p).await;
     let http = client();
     let version = Arc::new(Mutex::new(0u64));
-    eventually("a token", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "a token", || {
         let http = http.clone();
         let version = version.clone();
         async move {
@@ -350,13 +274,10 @@ async fn sigterm_serves_while_polled_then_exits() {
             .unwrap();
         assert!(!snap["tenants"]["acme"].is_null(), "tokens still served");
     }
-    assert!(
-        p.child.try_wait().unwrap().is_none(),
-        "still running while polled"
-    );
+    assert!(p.exited().is_none(), "still running while polled");
     let t0 = Instant::now();
-    let code = p.wait(Duration::from_secs(3)).await;
-    assert_eq!(code, 0, "{}", p.log());
+    let code = p.wait(Duration::from_secs(3)).await.code();
+    assert_eq!(code, Some(0), "{}", p.log());
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
 
@@ -425,18 +346,18 @@ tenants:
       method: private_key_jwt
       key: {{alg: RS256, kid: k1, file: {pem_file}}}
 ",
-            b = basic.url,
-            p = post.url,
-            j = jwt.url
+            b = basic.token_url(),
+            p = post.token_url(),
+            j = jwt.token_url()
         ),
     );
-    let mut p = Proc::spawn(
+    let mut p = spawn(
         &config,
         &[("RUST_LOG", "debug"), ("LOGTEST_SECRET", env_secret)],
     );
-    let (tokens, probes) = p.addrs().await;
+    let (tokens, probes) = addrs(&p).await;
     let http = client();
-    eventually("every tenant valid", Duration::from_secs(15), || {
+    eventually(Duration::from_secs(15), "every tenant valid", || {
         let http = http.clone();
         async move {
             let Ok(r) = http.get(format!("http://{probes}/status")).send().await else {
@@ -472,13 +393,13 @@ tenants:
     .send()
     .await
     .unwrap();
-    eventually("forced jwt refresh", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "forced jwt refresh", || async {
         jwt.tokens().len() >= 2
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.sigterm();
-    assert_eq!(p.wait(Duration::from_secs(5)).await, 0);
+    assert_eq!(p.wait(Duration::from_secs(5)).await.code(), Some(0));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = p.log();
 

@@ -6,24 +6,14 @@
 //!
 //! One screenshot per page goes to `target/console-browser/` (a CI artifact).
 
-#[path = "common/harness.rs"]
-mod common;
-
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
-use tokio::process::{Child, Command};
+use testkit::{eventually, free_port, target_dir, Proc};
+use tokio::process::Command;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::*;
 
 fn which(name: &str) -> PathBuf {
     std::env::var_os("PATH")
@@ -39,7 +29,7 @@ fn which(name: &str) -> PathBuf {
 
 async fn wait_http(url: &str, what: &str) {
     let client = reqwest::Client::new();
-    eventually(30, what, || {
+    eventually(Duration::from_secs(30), what, || {
         let r = client.get(url).send();
         async move { r.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
     })
@@ -50,7 +40,7 @@ struct Browser {
     client: Client,
     shots: PathBuf,
     n: usize,
-    _driver: Child,
+    _driver: Proc,
 }
 
 impl Browser {
@@ -58,13 +48,10 @@ impl Browser {
         let chromium = which("chromium");
         let chromedriver = which("chromedriver");
         let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver");
+        let driver = Proc::spawn(
+            "chromedriver",
+            Command::new(chromedriver).arg(format!("--port={port}")),
+        );
         wait_http(&format!("http://127.0.0.1:{port}/status"), "chromedriver").await;
         let profile = tempfile::tempdir().unwrap().keep();
         let mut caps = serde_json::Map::new();
@@ -105,7 +92,7 @@ impl Browser {
     /// Waits until an element's text satisfies `ok`; returns it.
     async fn text_of(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let c = self.client.clone();
-        eventually(30, what, || {
+        eventually(Duration::from_secs(30), what, || {
             let c = c.clone();
             let css = css.to_string();
             let ok = &ok;
@@ -163,27 +150,24 @@ async fn browser_walkthrough() {
     w.import("acme", "orders").await.success();
 
     // The real sidecar binary, with tokens from the shared fake auth server.
-    let auth = e2e::FakeAuth::start(3600).await;
+    let auth = testkit::FakeAuth::start(testkit::Behave::issue(3600)).await;
     let sidecar_proc = e2e::Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
     let sidecar = sidecar_proc.probes_url();
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(w.dir.path().join("console.log")).unwrap();
     let mut args = w.args();
     args.remove(0);
-    let _console = Command::new(env!("CARGO_BIN_EXE_console"))
-        .args(&args)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--rerun", "local", "--importer-base-url", &w.api])
-        .arg("--importer-bin")
-        .arg(importer_bin())
-        .args(["--sidecar-status-url", &format!("{sidecar}/status")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _console = Proc::spawn(
+        "the console",
+        Command::new(env!("CARGO_BIN_EXE_console"))
+            .args(&args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--rerun", "local", "--importer-base-url", &w.api])
+            .arg("--importer-bin")
+            .arg(importer_bin())
+            .args(["--sidecar-status-url", &format!("{sidecar}/status")]),
+    );
     wait_http(&format!("{base}/livez"), "the console").await;
 
     let mut b = Browser::start().await;

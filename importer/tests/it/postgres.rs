@@ -1,12 +1,7 @@
 //! The importer against a real PostgreSQL named by `TEST_POSTGRES_URL`. Without it these tests
 //! fail, on purpose: they never skip.
 
-#[path = "common/support.rs"]
-mod support;
-
-#[path = "common/scenarios.rs"]
-#[macro_use]
-mod scenarios;
+use crate::{scenarios, support};
 
 backend_tests!(|s| support::postgres().await);
 

@@ -1,12 +1,13 @@
 //! A throwaway `redis-server` on a free loopback port, started by the tests
-//! themselves (like `scripts/pg` for PostgreSQL). Needs only std, so the
-//! sidecar crate's own tests include this same file with `#[path]`.
+//! themselves (like `scripts/pg` for PostgreSQL).
 //!
 //! `scripts/setup` installs Debian's `redis-server`; `$REDIS_SERVER` picks
 //! another binary. A missing binary fails the test: it never skips.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+
+use crate::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,13 +39,6 @@ fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl RedisServer {

@@ -1,13 +1,11 @@
 //! Scenarios run against both SQLite and PostgreSQL; `backend_tests!` turns each into a test.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 
 use importer::job::Status;
 use importer::Report;
 
-use super::support::*;
+use crate::support::*;
 
 const ORDERS_HEADER: &str =
     "Order ID,Customer ID,Order Date,status,currency,Order Total,Last Modified\n";
@@ -940,11 +938,15 @@ pub async fn killed_run_is_abandoned(s: &Scratch, b: &Backend) {
         .spawn()
         .unwrap();
     let pid = child.id();
-    eventually("a running run", || async {
-        b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs WHERE status = 'running'")
-            .await
-            == "1"
-    })
+    testkit::eventually(
+        std::time::Duration::from_secs(60),
+        "a running run",
+        || async {
+            b.value("SELECT CAST(count(*) AS TEXT) FROM import_runs WHERE status = 'running'")
+                .await
+                == "1"
+        },
+    )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     child.kill().unwrap(); // SIGKILL

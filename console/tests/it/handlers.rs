@@ -1,16 +1,14 @@
 //! Handler tests: the router driven with `oneshot`, pages checked as HTML, over the SQLite
-//! default file filled by the real importer binary. `postgres.rs` repeats the core pages on
+//! default file filled by the real importer binary. `postgres` repeats the core pages on
 //! PostgreSQL.
 
-#[path = "common/harness.rs"]
-mod common;
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::*;
+use testkit::eventually;
 
-/// Scenarios shared with the PostgreSQL tests.
-#[path = "common/scenarios.rs"]
-mod scenarios;
+use crate::common::*;
+use crate::scenarios;
 
 #[tokio::test]
 async fn runs_run_and_rejects_sqlite() {
@@ -249,7 +247,7 @@ async fn tenants_page() {
         "globex": {"state": "failing", "expires_at_ms": null, "last_error": "invalid_client",
                    "consecutive_failures": 3, "fetches": {"success": 0, "failure": 3}}
     }});
-    let fake = e2e::fakes::serve(axum::Router::new().route(
+    let fake = testkit::serve(axum::Router::new().route(
         "/status",
         axum::routing::get(move || {
             let s = status.clone();
@@ -275,13 +273,13 @@ async fn tenants_page() {
 /// tenant's state, expiry and fetch counts from its `GET /status`, and no token anywhere.
 #[tokio::test]
 async fn tenants_page_real_sidecar() {
-    let auth = e2e::FakeAuth::start(3600).await;
+    let auth = testkit::FakeAuth::start(testkit::Behave::issue(3600)).await;
     let sidecar = e2e::Sidecar::start(&auth, &["acme".into(), "globex".into()], "").await;
     let w = World::sqlite().await;
     let url = format!("{}/status", sidecar.probes_url());
     let app = w.app(&["--sidecar-status-url", &url]).await;
     let cookie = login(&app, "viewer").await;
-    let rows = eventually(20, "both tenants valid", || {
+    let rows = eventually(Duration::from_secs(20), "both tenants valid", || {
         let app = app.clone();
         let cookie = cookie.clone();
         async move {

@@ -2,12 +2,10 @@
 //! returns garbage: retries and their metrics, the token API and its
 //! long-poll, expiry, upstream-401 feedback, probes and metrics.
 
-#[path = "common/harness.rs"]
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{client, eventually, fetches, metric, Behave, FakeAuth, Running, LISTEN};
+use crate::common::{client, fetches, metric, Running, LISTEN};
+use testkit::{eventually, Behave, FakeAuth};
 use tokio::time::Instant;
 
 /// A one-tenant config for `fake`, with `refresh` settings.
@@ -19,7 +17,7 @@ fn one_tenant(fake: &FakeAuth, refresh: &str) -> String {
     client_id: acme
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
 ",
-        url = fake.url,
+        url = fake.token_url(),
         secret = SECRET_FILE,
     )
 }
@@ -116,7 +114,7 @@ async fn invalid_client_is_retried_slowly() {
         &format!("{FAST}\n  permanent_retry: 30s"),
     ))
     .await;
-    eventually("first attempt", Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "first attempt", || async {
         fake.count() >= 1
     })
     .await;
@@ -409,13 +407,13 @@ async fn probes_and_metrics() {
     client_id: extra
     auth: {{method: client_secret_post, secret: {{file: {secret}}}}}
 ",
-        r = required.url,
-        o = optional.url,
+        r = required.token_url(),
+        o = optional.token_url(),
         secret = SECRET_FILE,
     ))
     .await;
     assert_eq!(sc.status("/livez").await, 200);
-    eventually("a few failed attempts", Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "a few failed attempts", || async {
         required.count() >= 2
     })
     .await;
@@ -436,8 +434,8 @@ async fn probes_and_metrics() {
     assert_eq!(st["tenants"]["main"]["last_error"], "http_5xx");
     required.set_default(Behave::issue(3600));
     eventually(
-        "ready once the required tenant has a token",
         Duration::from_secs(5),
+        "ready once the required tenant has a token",
         || async { sc.status("/readyz").await == 200 },
     )
     .await;
@@ -536,11 +534,11 @@ async fn redirects_are_not_followed() {
     let target = FakeAuth::start(Behave::issue(3600)).await;
     let origin = FakeAuth::start(Behave::Redirect {
         status: 307,
-        location: target.url.clone(),
+        location: target.token_url(),
     })
     .await;
     let sc = Running::start(&one_tenant(&origin, FAST)).await;
-    eventually("the redirect answered", Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "the redirect answered", || async {
         sc.health().await["tenants"]["acme"]["last_error"] == "redirect"
     })
     .await;
@@ -575,7 +573,7 @@ async fn odd_expires_in_values_are_handled() {
     for (expires_in, bound, lifetime, served) in cases {
         let fake = FakeAuth::start(Behave::ExpiresIn(expires_in.clone())).await;
         let sc = Running::start(&one_tenant(&fake, FAST)).await;
-        eventually("a fetch", Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(5), "a fetch", || async {
             fake.tokens().len() == 1
         })
         .await;
@@ -618,7 +616,7 @@ async fn concurrency_is_bounded_at_1000_tenants() {
     for i in 0..1000 {
         yaml.push_str(&format!(
             "  t{i}:\n    token_url: {url}\n    client_id: c{i}\n    auth: {{method: client_secret_post, secret: {{file: {secret}}}}}\n",
-            url = fake.url,
+            url = fake.token_url(),
             secret = SECRET_FILE
         ));
     }

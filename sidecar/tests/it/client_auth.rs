@@ -2,17 +2,15 @@
 //! private_key_jwt assertions verified by an independent JWT implementation
 //! (`jsonwebtoken`), and key and secret rotation without a restart.
 
-#[path = "common/harness.rs"]
-mod common;
-
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::{Running, LISTEN};
 use base64::Engine;
-use common::{write, Behave, FakeAuth, Running, LISTEN};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use jwt_simple::prelude::*;
 use serde_json::Value;
+use testkit::{write, Behave, FakeAuth};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -128,7 +126,7 @@ async fn client_secret_basic_sends_basic_auth_and_extras() {
     extra_params: {{tenant_hint: acme-eu}}
     extra_headers: {{X-Api-Key: k-123}}
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     let entry = sc.wait_token("acme").await;
@@ -190,7 +188,7 @@ async fn client_secret_post_sends_form_credentials() {
     auth: {{method: client_secret_post, secret: {{file: {secret_file}}}}}
     scope: api
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     sc.wait_token("beta").await;
@@ -217,7 +215,7 @@ async fn private_key_jwt(alg_name: &str, alg: Algorithm, (private, public): (Str
       method: private_key_jwt
       key: {{alg: {alg_name}, kid: key-2026, file: {key_file}, lifetime: 60s}}
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     let first = sc.wait_token("gamma").await;
@@ -242,7 +240,7 @@ async fn private_key_jwt(alg_name: &str, alg: Algorithm, (private, public): (Str
             &public,
             "gamma-client",
             "gamma-client",
-            &fake.url,
+            &fake.token_url(),
             60,
         );
         assert_eq!(kid.as_deref(), Some("key-2026"));
@@ -289,7 +287,7 @@ async fn jwt_bearer_grant_sends_signed_assertion() {
       subject: service-account-7
       key: {{alg: ES256, kid: grant-key, file: {key_file}, lifetime: 45s}}
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     sc.wait_token("delta").await;
@@ -306,7 +304,7 @@ async fn jwt_bearer_grant_sends_signed_assertion() {
         &public,
         "delta-issuer",
         "service-account-7",
-        &fake.url,
+        &fake.token_url(),
         45,
     );
     assert_eq!(kid.as_deref(), Some("grant-key"));
@@ -327,7 +325,7 @@ async fn secret_file_rotation_needs_no_restart() {
     client_id: acme
     auth: {{method: client_secret_post, secret: {{file: {secret_file}}}}}
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     let first = sc.wait_token("acme").await;
@@ -365,7 +363,7 @@ async fn private_key_rotation_needs_no_restart() {
       method: private_key_jwt
       key: {{alg: ES256, kid: k1, file: {key_file}}}
 ",
-        url = fake.url
+        url = fake.token_url()
     ))
     .await;
     let first = sc.wait_token("gamma").await;
@@ -379,7 +377,7 @@ async fn private_key_rotation_needs_no_restart() {
     let check = |jwt: &str, public: &str| {
         let key = DecodingKey::from_ec_pem(public.as_bytes()).unwrap();
         let mut v = Validation::new(Algorithm::ES256);
-        v.set_audience(&[&fake.url]);
+        v.set_audience(&[&fake.token_url()]);
         jsonwebtoken::decode::<Value>(jwt, &key, &v).is_ok()
     };
     assert!(check(a1, &old_public) && !check(a1, &new_public));

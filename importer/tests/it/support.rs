@@ -1,13 +1,9 @@
 //! Helpers shared by the importer's integration tests: registries (the example plus generated
 //! types), payload builders, a backend-neutral query helper, and running commands in-process.
 
-#![allow(dead_code)]
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine;
 use importer::config::{Cli, Config};
 use importer::Report;
 
@@ -147,20 +143,11 @@ pub fn generated_csv(t: usize, rows: usize) -> String {
     s
 }
 
-/// A zip holding one file.
-pub fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file(name, zip::write::SimpleFileOptions::default())
-        .unwrap();
-    w.write_all(body).unwrap();
-    w.finish().unwrap().into_inner()
-}
+pub use testkit::export::zip_of;
 
-/// The export API's payload for a module's CSV.
+/// The export API's payload for a module's CSV, as bytes.
 pub fn payload(module: &str, csv: &str) -> Vec<u8> {
-    let data = base64::engine::general_purpose::STANDARD
-        .encode(zip_of(&format!("{module}.csv"), csv.as_bytes()));
-    serde_json::to_vec(&serde_json::json!({ "module_name": module, "data": data })).unwrap()
+    serde_json::to_vec(&testkit::export::payload(module, csv.as_bytes())).unwrap()
 }
 
 /// A test's scratch directory, its registry and its temp dir for the importer.
@@ -350,22 +337,6 @@ pub fn importer_bin(scratch: &Scratch, backend: &Backend) -> std::process::Comma
         .arg("--temp-dir")
         .arg(&scratch.temp);
     cmd
-}
-
-/// Waits up to 60 s for `check` to hold, polling.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Migrates (needed for PostgreSQL; SQLite migrates itself, and again is harmless).
