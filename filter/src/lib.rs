@@ -34,6 +34,8 @@
 pub mod cache;
 pub mod callers;
 pub mod config;
+#[cfg(test)]
+mod fake;
 pub mod fetcher;
 pub mod host;
 pub mod injector;

@@ -1,161 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
 use super::*;
-use crate::config::{SNAPSHOT_KEY, VERSION_KEY};
-use crate::host::HostError;
-
-type Headers = RefCell<Vec<(String, Vec<u8>)>>;
-
-/// A fake Envoy with request and response headers as lists; the
-/// single-header read returns the first value only, as Envoy's does.
-#[derive(Default)]
-struct FakeHost {
-    req: Headers,
-    resp: Headers,
-    reply: RefCell<Option<(u32, Vec<u8>)>>,
-    /// Writes to this header name fail.
-    fail_on: Option<&'static str>,
-    /// The caller identity property (jwt/mtls modes).
-    identity: Option<&'static str>,
-    shared: RefCell<HashMap<String, Vec<u8>>>,
-    counters: RefCell<Vec<(String, u64)>>,
-    now: Cell<u64>,
-}
-
-fn first(h: &Headers, name: &str) -> Option<Vec<u8>> {
-    h.borrow()
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-}
-
-fn set(h: &Headers, name: &str, value: &[u8]) {
-    let mut h = h.borrow_mut();
-    h.retain(|(k, _)| k != name);
-    h.push((name.into(), value.to_vec()));
-}
-
-impl FakeHost {
-    fn request(headers: &[(&str, &str)]) -> FakeHost {
-        let h = FakeHost::default();
-        for (k, v) in headers {
-            h.req
-                .borrow_mut()
-                .push((k.to_string(), v.as_bytes().to_vec()));
-        }
-        h
-    }
-    fn req(&self, name: &str) -> Option<String> {
-        first(&self.req, name).map(|v| String::from_utf8(v).unwrap())
-    }
-    fn resp(&self, name: &str) -> Option<String> {
-        first(&self.resp, name).map(|v| String::from_utf8(v).unwrap())
-    }
-    fn respond(&self, headers: &[(&str, &str)]) {
-        for (k, v) in headers {
-            self.resp
-                .borrow_mut()
-                .push((k.to_string(), v.as_bytes().to_vec()));
-        }
-    }
-    fn reply_status(&self) -> Option<u32> {
-        self.reply.borrow().as_ref().map(|r| r.0)
-    }
-    fn check(&self, name: &str) -> Result<(), HostError> {
-        if self.fail_on == Some(name) {
-            Err(HostError("BadArgument"))
-        } else {
-            Ok(())
-        }
-    }
-    fn counter(&self, name: &str) -> u64 {
-        self.counters
-            .borrow()
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .sum()
-    }
-}
-
-impl Stream for FakeHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        first(&self.req, name)
-    }
-    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
-        let values: Vec<Vec<u8>> = self
-            .req
-            .borrow()
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect();
-        let joined = values.join(&b',');
-        (!joined.is_empty()).then_some(joined)
-    }
-    fn property(&self, _path: &[String]) -> Option<Vec<u8>> {
-        self.identity.map(|i| i.as_bytes().to_vec())
-    }
-    fn set_property(&self, _name: &str, _value: &[u8]) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.check(name)?;
-        set(&self.req, name, value);
-        Ok(())
-    }
-    fn response_status(&self) -> Option<Vec<u8>> {
-        first(&self.resp, ":status")
-    }
-    fn send_reply(&self, status: u32, _headers: &[(&str, &str)], body: &[u8]) {
-        *self.reply.borrow_mut() = Some((status, body.to_vec()));
-    }
-}
-
-impl Rewrite for FakeHost {
-    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
-        self.check(name)?;
-        self.req.borrow_mut().retain(|(k, _)| k != name);
-        Ok(())
-    }
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        first(&self.resp, name)
-    }
-    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.check(name)?;
-        set(&self.resp, name, value);
-        Ok(())
-    }
-    fn remove_response_header(&self, name: &str) -> Result<(), HostError> {
-        self.check(name)?;
-        self.resp.borrow_mut().retain(|(k, _)| k != name);
-        Ok(())
-    }
-}
-
-impl Worker for FakeHost {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        Ok(self.shared.borrow().get(key).cloned())
-    }
-    fn define_counter(&self, name: &str) -> Option<u32> {
-        let mut c = self.counters.borrow_mut();
-        c.push((name.to_string(), 0));
-        Some(c.len() as u32 - 1)
-    }
-    fn increment_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
-        self.counters.borrow_mut()[id as usize].1 += delta;
-        Ok(())
-    }
-    fn resolve_queue(&self, _vm_id: &str, _name: &str) -> Option<u32> {
-        None
-    }
-}
+use crate::fake::FakeHost;
 
 const FAR: &str = "99999999999999";
 
@@ -163,17 +9,15 @@ const FAR: &str = "99999999999999";
 /// (no token).
 fn worker() -> FakeHost {
     let host = FakeHost::default();
-    let tenants = format!(
-        r#""acme":{{"header":"Bearer acme-token","expires_at_ms":{FAR},"version":2}},
-        "globex":{{"header":"Bearer globex-token","expires_at_ms":{FAR},"version":3}},
-        "Acme_2":{{"header":"Bearer Acme_2-token","expires_at_ms":{FAR},"version":4}},
-        "initech":null"#
+    host.publish(
+        7,
+        &format!(
+            r#""acme":{{"header":"Bearer acme-token","expires_at_ms":{FAR},"version":2}},
+            "globex":{{"header":"Bearer globex-token","expires_at_ms":{FAR},"version":3}},
+            "Acme_2":{{"header":"Bearer Acme_2-token","expires_at_ms":{FAR},"version":4}},
+            "initech":null"#
+        ),
     );
-    let snap = format!(r#"{{"version":7,"tenants":{{{tenants}}}}}"#);
-    let mut shared = host.shared.borrow_mut();
-    shared.insert(SNAPSHOT_KEY.into(), snap.into_bytes());
-    shared.insert(VERSION_KEY.into(), b"7".to_vec());
-    drop(shared);
     host
 }
 
@@ -198,7 +42,7 @@ fn fill() -> (Fill, FakeHost) {
 }
 
 fn get(path: &str, tenant: &str) -> FakeHost {
-    FakeHost::request(&[
+    FakeHost::with(&[
         (":method", "GET"),
         (":path", path),
         (":authority", "proxy.local:8080"),
@@ -224,12 +68,12 @@ fn gate_turns_cacheable_request_to_tenant_authority() {
         .push((TTL_HEADER.into(), b"999999".to_vec()));
     let out = g.on_request(&host);
     assert!(matches!(out, GateOutcome::Cached { .. }), "{out:?}");
-    assert_eq!(host.req("authorization"), None);
+    assert_eq!(host.header("authorization"), None);
     assert_eq!(
-        host.req(":authority").unwrap(),
+        host.header(":authority").unwrap(),
         "acme.tenant.authproxy.invalid"
     );
-    assert_eq!(host.req(TTL_HEADER).unwrap(), "300");
+    assert_eq!(host.header(TTL_HEADER).unwrap(), "300");
     assert_eq!(host.reply_status(), None);
 }
 
@@ -242,7 +86,7 @@ fn tenants_get_distinct_authorities() {
     for t in ["acme", "globex", "Acme_2"] {
         let host = get("/v1/reference/a", t);
         assert!(matches!(g.on_request(&host), GateOutcome::Cached { .. }));
-        seen.push(host.req(":authority").unwrap());
+        seen.push(host.header(":authority").unwrap());
     }
     assert_eq!(
         seen,
@@ -271,15 +115,15 @@ fn gate_refuses_as_the_injector_does() {
         if let Some(t) = tenant {
             headers.push(("x-tenant-id", t));
         }
-        let host = FakeHost::request(&headers);
+        let host = FakeHost::with(&headers);
         let out = g.on_request(&host);
         assert!(
             matches!(out, GateOutcome::Direct(Outcome::Refused(_))),
             "{tenant:?}: {out:?}"
         );
         assert_eq!(host.reply_status(), Some(status));
-        assert_eq!(host.req(":authority"), None);
-        assert_eq!(host.req(TTL_HEADER), None);
+        assert_eq!(host.header(":authority"), None);
+        assert_eq!(host.header(TTL_HEADER), None);
     }
 }
 
@@ -295,7 +139,7 @@ fn gate_refuses_unauthenticated_before_the_cache() {
         GateOutcome::Direct(Outcome::Refused(Refusal::Unauthenticated))
     );
     assert_eq!(host.reply_status(), Some(401));
-    assert_eq!(host.req(":authority").unwrap(), "proxy.local:8080");
+    assert_eq!(host.header(":authority").unwrap(), "proxy.local:8080");
 }
 
 /// POST, unconfigured paths and methods a route leaves out keep the token
@@ -310,7 +154,7 @@ fn uncacheable_requests_go_direct_with_token() {
         ("HEAD", "/exports/x"),
         ("GET", "/v1/reference/head-only/x"),
     ] {
-        let host = FakeHost::request(&[
+        let host = FakeHost::with(&[
             (":method", method),
             (":path", path),
             (":authority", "acme.tenant.authproxy.invalid"),
@@ -321,11 +165,11 @@ fn uncacheable_requests_go_direct_with_token() {
             matches!(out, GateOutcome::Direct(Outcome::Injected { .. })),
             "{method} {path}: {out:?}"
         );
-        assert_eq!(host.req("authorization").unwrap(), "Bearer globex-token");
+        assert_eq!(host.header("authorization").unwrap(), "Bearer globex-token");
         // A forged tenant authority is left for the route to ignore: the
         // request carries authorization, so it never takes the cache route.
         assert_eq!(
-            host.req(":authority").unwrap(),
+            host.header(":authority").unwrap(),
             "acme.tenant.authproxy.invalid"
         );
     }
@@ -338,13 +182,13 @@ fn uncacheable_requests_go_direct_with_token() {
 #[test]
 fn head_only_route() {
     let (g, _) = gate(GATE);
-    let host = FakeHost::request(&[
+    let host = FakeHost::with(&[
         (":method", "HEAD"),
         (":path", "/v1/reference/head-only/x"),
         ("x-tenant-id", "acme"),
     ]);
     assert!(matches!(g.on_request(&host), GateOutcome::Cached { .. }));
-    assert_eq!(host.req(TTL_HEADER).unwrap(), "10");
+    assert_eq!(host.header(TTL_HEADER).unwrap(), "10");
 }
 
 /// With `only_configured: false`, other GETs go through the cache too,
@@ -360,9 +204,9 @@ fn not_only_configured() {
         .borrow_mut()
         .push((TTL_HEADER.into(), b"999".to_vec()));
     assert!(matches!(g.on_request(&host), GateOutcome::Cached { .. }));
-    assert_eq!(host.req(TTL_HEADER), None);
+    assert_eq!(host.header(TTL_HEADER), None);
     assert_eq!(
-        host.req(":authority").unwrap(),
+        host.header(":authority").unwrap(),
         "acme.tenant.authproxy.invalid"
     );
 }
@@ -417,10 +261,10 @@ fn unsafe_shared_key_shares_the_authority() {
         let host = get("/v1/x", t);
         assert!(matches!(g.on_request(&host), GateOutcome::Cached { .. }));
         assert_eq!(
-            host.req(":authority").unwrap(),
+            host.header(":authority").unwrap(),
             "shared.tenant.authproxy.invalid"
         );
-        assert_eq!(host.req("x-tenant-id").unwrap(), t);
+        assert_eq!(host.header("x-tenant-id").unwrap(), t);
     }
 }
 
@@ -434,7 +278,7 @@ fn fill_request(authority: &str, ttl: Option<&str>) -> FakeHost {
     if let Some(t) = ttl {
         headers.push((TTL_HEADER, t));
     }
-    FakeHost::request(&headers)
+    FakeHost::with(&headers)
 }
 
 /// The fill takes the tenant from the authority, never from a tenant
@@ -454,10 +298,10 @@ fn fill_injects_the_authority_tenant() {
             "{authority}"
         );
         assert_eq!(out.ttl, Some(300));
-        assert_eq!(host.req("authorization").unwrap(), token);
+        assert_eq!(host.header("authorization").unwrap(), token);
         // The caller's globex was overwritten with the authority's tenant.
         assert_eq!(
-            host.req("x-tenant-id").unwrap(),
+            host.header("x-tenant-id").unwrap(),
             token
                 .trim_start_matches("Bearer ")
                 .trim_end_matches("-token")
@@ -488,7 +332,7 @@ fn fill_refuses_without_tenant_authority() {
             "{authority}"
         );
         assert_eq!(host.reply_status(), Some(400));
-        assert_eq!(host.req("authorization"), None, "nothing injected");
+        assert_eq!(host.header("authorization"), None, "nothing injected");
     }
     let host = fill_request("umbrella.tenant.authproxy.invalid", None);
     assert_eq!(
@@ -509,7 +353,7 @@ fn fill_refuses_a_request_with_authorization() {
     let out = f.on_request(&host);
     assert!(matches!(out.outcome, Outcome::Refused(_)));
     assert_eq!(host.reply_status(), Some(500));
-    assert_eq!(host.req("authorization").unwrap(), "Bearer tok-globex");
+    assert_eq!(host.header("authorization").unwrap(), "Bearer tok-globex");
 }
 
 /// On a 200 the fill imposes `max-age=TTL` over the upstream's own
@@ -527,7 +371,7 @@ fn fill_imposes_ttl_or_no_store() {
         ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
     ]);
     assert_eq!(f.on_response(&host, out), None);
-    assert_eq!(host.resp("cache-control").unwrap(), "max-age=300");
+    assert_eq!(host.resp_header("cache-control").unwrap(), "max-age=300");
     assert_eq!(
         host.resp
             .borrow()
@@ -536,15 +380,19 @@ fn fill_imposes_ttl_or_no_store() {
             .count(),
         1
     );
-    assert_eq!(host.resp("age"), None);
-    assert_eq!(host.resp("expires"), None);
+    assert_eq!(host.resp_header("age"), None);
+    assert_eq!(host.resp_header("expires"), None);
 
     for status in ["404", "500", "503", "401", "204", "206"] {
         let host = fill_request("acme.tenant.authproxy.invalid", Some("300"));
         let out = f.on_request(&host);
         host.respond(&[(":status", status), ("cache-control", "max-age=600")]);
         f.on_response(&host, out);
-        assert_eq!(host.resp("cache-control").unwrap(), "no-store", "{status}");
+        assert_eq!(
+            host.resp_header("cache-control").unwrap(),
+            "no-store",
+            "{status}"
+        );
     }
     assert_eq!(f.uncacheable("acme"), 6);
     f.tick(&w);
@@ -563,13 +411,13 @@ fn fill_without_ttl_follows_upstream() {
         assert_eq!(out.ttl, None, "{ttl:?}");
         host.respond(&[(":status", "200"), ("cache-control", "private")]);
         f.on_response(&host, out);
-        assert_eq!(host.resp("cache-control").unwrap(), "private");
+        assert_eq!(host.resp_header("cache-control").unwrap(), "private");
     }
     let host = fill_request("acme.tenant.authproxy.invalid", None);
     let out = f.on_request(&host);
     host.respond(&[(":status", "404"), ("cache-control", "max-age=60")]);
     f.on_response(&host, out);
-    assert_eq!(host.resp("cache-control").unwrap(), "no-store");
+    assert_eq!(host.resp_header("cache-control").unwrap(), "no-store");
 }
 
 /// The authority encoding is injective and inverted exactly, for every

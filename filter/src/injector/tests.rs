@@ -1,145 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
 use super::*;
-use crate::host::HostError;
-
-/// A local reply: status, headers, body.
-type Reply = (u32, Vec<(String, String)>, Vec<u8>);
-
-/// A fake Envoy. Request headers are a list, as in Envoy's header map, and
-/// the single-header read returns only the first value, as Envoy's does.
-#[derive(Default)]
-pub(crate) struct FakeHost {
-    headers: RefCell<Vec<(String, Vec<u8>)>>,
-    status: Option<Vec<u8>>,
-    reply: RefCell<Option<Reply>>,
-    /// Header writes (and removals) fail.
-    fail_writes: bool,
-    now: Cell<u64>,
-    shared: RefCell<HashMap<String, Vec<u8>>>,
-    counters: RefCell<Vec<(String, u64)>>,
-    queue: Option<u32>,
-    /// Stream properties by path (joined with `/`): the caller identity.
-    props: HashMap<String, Vec<u8>>,
-    /// Filter state written by the filter.
-    state: RefCell<HashMap<String, Vec<u8>>>,
-    /// Host calls made on the stream, by name.
-    calls: RefCell<Vec<&'static str>>,
-}
-
-impl FakeHost {
-    pub(crate) fn with(headers: &[(&str, &str)]) -> Self {
-        let h = FakeHost::default();
-        for (k, v) in headers {
-            h.headers
-                .borrow_mut()
-                .push((k.to_string(), v.as_bytes().to_vec()));
-        }
-        h
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .borrow()
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
-    }
-    fn counter(&self, name: &str) -> u64 {
-        self.counters
-            .borrow()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no counter {name}"))
-    }
-    fn publish(&self, version: u64, tenants: &str) {
-        let snap = format!(r#"{{"version":{version},"tenants":{{{tenants}}}}}"#);
-        let mut shared = self.shared.borrow_mut();
-        shared.insert(SNAPSHOT_KEY.into(), snap.into_bytes());
-        shared.insert(VERSION_KEY.into(), version.to_string().into_bytes());
-    }
-}
-
-impl Stream for FakeHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        self.calls.borrow_mut().push("request_header");
-        self.headers
-            .borrow()
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-    fn request_header_all(&self, name: &str) -> Option<Vec<u8>> {
-        self.calls.borrow_mut().push("request_header_all");
-        let values: Vec<Vec<u8>> = self
-            .headers
-            .borrow()
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect();
-        // Envoy's property read returns no data for an empty value.
-        Some(values.join(&b","[..])).filter(|v| !v.is_empty())
-    }
-    fn property(&self, path: &[String]) -> Option<Vec<u8>> {
-        self.calls.borrow_mut().push("property");
-        self.props.get(&path.join("/")).cloned()
-    }
-    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.calls.borrow_mut().push("set_property");
-        if self.fail_writes {
-            return Err(HostError("BadArgument"));
-        }
-        self.state
-            .borrow_mut()
-            .insert(name.to_string(), value.to_vec());
-        Ok(())
-    }
-    fn set_request_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.calls.borrow_mut().push("set_request_header");
-        if self.fail_writes {
-            return Err(HostError("BadArgument"));
-        }
-        let mut headers = self.headers.borrow_mut();
-        headers.retain(|(k, _)| k != name);
-        headers.push((name.to_string(), value.to_vec()));
-        Ok(())
-    }
-    fn response_status(&self) -> Option<Vec<u8>> {
-        self.status.clone()
-    }
-    fn send_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        *self.reply.borrow_mut() = Some((status, headers, body.to_vec()));
-    }
-}
-
-impl Worker for FakeHost {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-    fn shared_data(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        Ok(self.shared.borrow().get(key).cloned())
-    }
-    fn define_counter(&self, name: &str) -> Option<u32> {
-        let mut c = self.counters.borrow_mut();
-        c.push((name.to_string(), 0));
-        Some(c.len() as u32 - 1)
-    }
-    fn increment_counter(&self, id: u32, delta: u64) -> Result<(), HostError> {
-        self.counters.borrow_mut()[id as usize].1 += delta;
-        Ok(())
-    }
-    fn resolve_queue(&self, _vm_id: &str, _name: &str) -> Option<u32> {
-        self.queue
-    }
-}
+use crate::fake::FakeHost;
 
 const FAR: &str = "99999999999999";
 
@@ -280,10 +142,10 @@ fn upstream_401_reported_once_per_version() {
         tenant: acme,
         version: 2,
     };
-    let mut host = FakeHost::with(&[]);
-    host.status = Some(b"200".to_vec());
+    let host = FakeHost::with(&[]);
+    host.respond(&[(":status", "200")]);
     assert_eq!(inj.on_response(&host, injected), None);
-    host.status = Some(b"401".to_vec());
+    host.respond(&[(":status", "401")]);
     assert_eq!(inj.on_response(&host, injected).as_deref(), Some("acme:2"));
     assert_eq!(inj.on_response(&host, injected), None);
     let next = Outcome::Injected {
