@@ -924,20 +924,17 @@ pub async fn wide_type(s: &Scratch, b: &Backend) {
 pub async fn killed_run_is_abandoned(s: &Scratch, b: &Backend) {
     migrate(s, b).await;
     let big = s.file("big.csv", orders(1, 400_000, "open"));
-    let mut child = importer_bin(s, b)
-        .args([
-            "load",
-            big.to_str().unwrap(),
-            "--tenant",
-            "acme",
-            "--module",
-            "orders",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut cmd = importer_bin(s, b);
+    cmd.args([
+        "load",
+        big.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--module",
+        "orders",
+    ]);
+    let mut child = testkit::Proc::spawn("the importer", &mut cmd.into());
+    let pid = child.pid().unwrap();
     testkit::eventually(
         std::time::Duration::from_secs(60),
         "a running run",
@@ -949,8 +946,7 @@ pub async fn killed_run_is_abandoned(s: &Scratch, b: &Backend) {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill().await; // SIGKILL, then reaped
     let small = s.file("small.csv", orders(1, 10, "open"));
     let r = load_as(s, b, &small, "orders").await;
     assert_eq!(counts(&r), (10, 10, 0, 10));
