@@ -15,7 +15,7 @@
 #             `kubernetes-validate --strict`, then deploy/policy_check.py (prod-cache too:
 #             its file-system cache on an emptyDir whose sizeLimit exceeds max_cache_size_bytes)
 #   docker    hadolint on deploy/docker/*.Dockerfile
-#   binaries  static musl release builds of sidecar and importer
+#   binaries  static musl release builds of sidecar, importer and console
 #   images    the real Dockerfiles' final stages built with buildah (chroot isolation) from
 #             those binaries; each image runs its binary as uid 65532 and is at most
 #             15 MB; the sidecar image accepts the ConfigMap's sidecar.yaml with stand-in
@@ -326,7 +326,7 @@ BIN=$TARGET/$MUSL/release
 BUILDAH=(buildah --root "$STATE/containers/storage" --runroot "$STATE/containers/run" --storage-driver vfs)
 
 build_musl() {
-  cargo build --locked --quiet --release --target "$MUSL" -p sidecar -p importer
+  cargo build --locked --quiet --release --target "$MUSL" -p sidecar -p importer -p admin-console
 }
 
 is_static() {
@@ -463,14 +463,80 @@ sidecar_smoke() {
   return $rc
 }
 
+# console_smoke: the console image run as its Deployment runs it (console.env,
+# the Deployment's variables, secret files where its Secret volume puts them)
+# on the SQLite database the importer image just migrated: /livez and /readyz
+# answer 200, the runs page refuses a request without the SSO proxy's shared
+# secret and serves one with it, and SIGTERM ends the process with 0.
+console_smoke() {
+  local bp p pid i code rc=0 port secret=validate-console-proxy-secret-0123456789
+  local -a env=()
+  port=$(free_port)
+  rm -rf "$OUT/console-secrets" && mkdir -p "$OUT/console-secrets" || return 1
+  printf '%s\n' "$secret" >"$OUT/console-secrets/proxy_secret"
+  head -c 48 /dev/urandom | base64 >"$OUT/console-secrets/session_key"
+  chmod 0444 "$OUT"/console-secrets/*
+  while IFS= read -r line; do
+    [[ $line =~ ^[A-Z_]+= ]] && env+=(-e "$line")
+  done <deploy/k8s/console/console.env
+  env+=(-e "CONSOLE_LISTEN=127.0.0.1:$port" -e DATABASE_URL=sqlite:///tmp/validate.db
+    -e IMPORTER_REGISTRY=/etc/importer/registry.yaml
+    -e CONSOLE_SSO_SECRET_FILE=/var/run/secrets/console/proxy_secret
+    -e CONSOLE_SESSION_KEY_FILE=/var/run/secrets/console/session_key
+    -e CONSOLE_SIDECAR_STATUS_URLS=http://127.0.0.1:9/status)
+  local ctr
+  ctr=$("${BUILDAH[@]}" from --quiet localhost/auth-proxy-console:validate) || return 1
+  "${BUILDAH[@]}" run --isolation chroot \
+    -v "$ROOT/deploy/k8s/importer-config:/etc/importer:ro" -v "$OUT/importer-tmp:/tmp" \
+    -v "$OUT/console-secrets:/var/run/secrets/console:ro" "${env[@]}" "$ctr" -- \
+    /usr/local/bin/console >"$OUT/smoke-console.log" 2>&1 &
+  bp=$!
+  for i in $(seq 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz") && [[ $code == 200 ]] && break
+    sleep 0.1
+  done
+  echo "    /readyz $code after ~$((i / 10))s"
+  [[ $code == 200 ]] || rc=1
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/livez")
+  echo "    /livez $code"
+  [[ $code == 200 ]] || rc=1
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-forwarded-email: platform-admin@example.com' \
+    "http://127.0.0.1:$port/runs")
+  echo "    /runs without the proxy's secret: $code"
+  [[ $code == 401 ]] || rc=1
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'x-forwarded-email: platform-admin@example.com' \
+    -H "x-console-proxy-secret: $secret" "http://127.0.0.1:$port/runs")
+  echo "    /runs with it: $code"
+  [[ $code == 200 ]] || rc=1
+  pid=""
+  for p in $(descendants "$bp"); do
+    [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "/usr/local/bin/console"* ]] && pid=$p
+  done
+  if [[ -n $pid ]]; then
+    kill -TERM "$pid"
+    for i in $(seq 200); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if kill -0 "$bp" 2>/dev/null; then
+    echo "    the console did not exit within 20 s of SIGTERM"
+    kill -KILL "$bp"
+    rc=1
+  fi
+  wait "$bp" || { echo "    the console exited with $? on SIGTERM, want 0"; rc=1; }
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
+  [[ $rc == 0 ]] || tail -5 "$OUT/smoke-console.log" | cut -c1-300 | sed 's/^/      /'
+  return $rc
+}
+
 binaries_and_images() {
   check "sidecar is static" is_static "$BIN/sidecar"
   check "importer is static" is_static "$BIN/importer"
+  check "console is static" is_static "$BIN/console"
   say "images (buildah, chroot isolation, FROM scratch)"
-  local name sidecar_image=0
-  for name in sidecar importer; do
+  local name sidecar_image=0 console_image=0
+  for name in sidecar importer console; do
     if check "$name image builds, runs as 65532:65532" image_build "$name"; then
       [[ $name == sidecar ]] && sidecar_image=1
+      [[ $name == console ]] && console_image=1
       check "$name image at most 15 MB" image_size "$name"
       check "$name runs inside its image (--help)" image_run "$name" --help
     else
@@ -501,6 +567,8 @@ binaries_and_images() {
   check "importer migrate in its image, with the ConfigMap's registry (SQLite)" image_run importer migrate
   check "importer types in its image lists the registry's types" image_run importer types
   RUN_OPTS=()
+  [[ $console_image == 1 ]] || return 0
+  check "console image serves the database the importer image migrated: probes, SSO secret enforced, exits 0 on SIGTERM" console_smoke
 }
 
 # build_context NAME: what `docker build -f deploy/docker/NAME.Dockerfile .`
@@ -540,7 +608,7 @@ else
   say "static musl binaries"
   # Binaries and images are checked only after a successful build, so a stale
   # binary from an earlier build can never pass for the current sources.
-  if check "cargo build --release --target $MUSL -p sidecar -p importer" build_musl; then
+  if check "cargo build --release --target $MUSL -p sidecar -p importer -p admin-console" build_musl; then
     binaries_and_images
   else
     not_run "static binaries and images" "the musl build failed"
