@@ -393,6 +393,27 @@ descendants() {
   done
 }
 
+# sigterm_in_image PID NAME: SIGTERM to /usr/local/bin/NAME running under the
+# `buildah run` with PID (buildah kills its child on SIGTERM, so signal the
+# binary itself, as the kubelet would); it must exit 0 within 20 s.
+sigterm_in_image() {
+  local bp=$1 name=$2 p pid="" i
+  for p in $(descendants "$bp"); do
+    [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "/usr/local/bin/$name "* ]] && pid=$p
+  done
+  if [[ -n $pid ]]; then
+    kill -TERM "$pid"
+    for i in $(seq 200); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if kill -0 "$bp" 2>/dev/null; then
+    echo "    the $name did not exit within 20 s of SIGTERM"
+    kill -KILL "$bp"
+    wait "$bp" 2>/dev/null
+    return 1
+  fi
+  wait "$bp" || { echo "    the $name exited with $? on SIGTERM, want 0"; return 1; }
+}
+
 # sidecar_smoke: the sidecar image run as the Deployment runs it (the
 # ConfigMap's sidecar.yaml, secret files where the Secret volume puts them),
 # with every tenant's token_url pointed at a fake token server on loopback:
@@ -401,7 +422,7 @@ descendants() {
 # client secret and a signed private_key_jwt assertion reached the server,
 # /metrics answers, and SIGTERM ends the process with 0.
 sidecar_smoke() {
-  local fts bp ctr pid p i code rc=0 probes tokens port seen
+  local fts bp ctr p i code rc=0 probes tokens port seen
   local -a env
   rm -f "$OUT/fake-token.port"
   "$PY" deploy/fake_token_server.py --seconds 120 >"$OUT/fake-token.port" &
@@ -441,21 +462,7 @@ sidecar_smoke() {
   echo "    token server saw $seen"
   "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(0 if d["basic"] and d["assertion"] else 1)' \
     "$seen" || { echo "    wanted both a client_secret_basic and a private_key_jwt request"; rc=1; }
-  # buildah kills its child on SIGTERM; signal the sidecar itself, as the kubelet would.
-  pid=""
-  for p in $(descendants "$bp"); do
-    [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "/usr/local/bin/sidecar "* ]] && pid=$p
-  done
-  if [[ -n $pid ]]; then
-    kill -TERM "$pid"
-    for i in $(seq 200); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
-  fi
-  if kill -0 "$bp" 2>/dev/null; then
-    echo "    the sidecar did not exit within 20 s of SIGTERM"
-    kill -KILL "$bp"
-    rc=1
-  fi
-  wait "$bp" || { echo "    the sidecar exited with $? on SIGTERM, want 0"; rc=1; }
+  sigterm_in_image "$bp" sidecar || rc=1
   kill "$fts" 2>/dev/null
   wait "$fts" 2>/dev/null
   "${BUILDAH[@]}" rm "$ctr" >/dev/null
@@ -469,7 +476,7 @@ sidecar_smoke() {
 # answer 200, the runs page refuses a request without the SSO proxy's shared
 # secret and serves one with it, and SIGTERM ends the process with 0.
 console_smoke() {
-  local bp p pid i code rc=0 port secret=validate-console-proxy-secret-0123456789
+  local bp i code rc=0 port secret=validate-console-proxy-secret-0123456789
   local -a env=()
   port=$(free_port)
   rm -rf "$OUT/console-secrets" && mkdir -p "$OUT/console-secrets" || return 1
@@ -508,20 +515,7 @@ console_smoke() {
     -H "x-console-proxy-secret: $secret" "http://127.0.0.1:$port/runs")
   echo "    /runs with it: $code"
   [[ $code == 200 ]] || rc=1
-  pid=""
-  for p in $(descendants "$bp"); do
-    [[ $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) == "/usr/local/bin/console"* ]] && pid=$p
-  done
-  if [[ -n $pid ]]; then
-    kill -TERM "$pid"
-    for i in $(seq 200); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
-  fi
-  if kill -0 "$bp" 2>/dev/null; then
-    echo "    the console did not exit within 20 s of SIGTERM"
-    kill -KILL "$bp"
-    rc=1
-  fi
-  wait "$bp" || { echo "    the console exited with $? on SIGTERM, want 0"; rc=1; }
+  sigterm_in_image "$bp" console || rc=1
   "${BUILDAH[@]}" rm "$ctr" >/dev/null
   [[ $rc == 0 ]] || tail -5 "$OUT/smoke-console.log" | cut -c1-300 | sed 's/^/      /'
   return $rc
