@@ -36,7 +36,7 @@ pub mod scripts;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -121,8 +121,9 @@ pub struct Shared {
 
 struct Inner {
     config: SharedConfig,
-    client: Client,
-    conn: ConnectionManager,
+    /// Rebuilt when Redis refuses the password and the password source
+    /// holds a new one (a rotated Secret), so rotation needs no restart.
+    connection: RwLock<Arc<Connection>>,
     owner: String,
     channel: String,
     acquire: Script,
@@ -133,35 +134,24 @@ struct Inner {
     wakeups: HashMap<String, watch::Sender<u64>>,
 }
 
-/// One tenant's view of the shared store.
-#[derive(Clone)]
-pub struct SharedTenant {
-    shared: Shared,
-    tenant: String,
-    tag: String,
-    keys: [String; 3],
-    wake: watch::Receiver<u64>,
+/// A client (for the subscriber's connections) and the command connection,
+/// both with the password they were made with.
+struct Connection {
+    client: Client,
+    conn: ConnectionManager,
+    password: Option<Secret>,
 }
 
-impl Shared {
-    /// Sets up the client for `tenants`. Does not connect: Redis may be down
-    /// at start-up without delaying readiness. Spawns the subscriber task.
-    pub fn start(
-        config: SharedConfig,
-        tenants: &[Tenant],
-        metrics: Arc<SharedMetrics>,
-    ) -> Result<Shared, SharedError> {
+impl Connection {
+    /// Sets the client up; connects lazily, on the first command.
+    fn open(config: &SharedConfig, password: Option<Secret>) -> Result<Connection, SharedError> {
         let mut info = config.url.as_str().into_connection_info()?;
         let mut settings = info.redis_settings().clone();
         if let Some(user) = &config.username {
             settings = settings.set_username(user);
         }
-        if let Some(source) = &config.password {
-            let password = source.read().map_err(|e| SharedError::Setup {
-                key: "password",
-                message: e.to_string(),
-            })?;
-            settings = settings.set_password(password.expose());
+        if let Some(p) = &password {
+            settings = settings.set_password(p.expose());
         }
         settings = settings.set_lib_name("authproxy-sidecar", env!("CARGO_PKG_VERSION"));
         info = info.set_redis_settings(settings);
@@ -188,6 +178,48 @@ impl Shared {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = client.get_connection_manager_lazy(manager)?;
+        Ok(Connection {
+            client,
+            conn,
+            password,
+        })
+    }
+}
+
+/// The password from its source (a file is read again each time).
+fn read_password(config: &SharedConfig) -> Result<Option<Secret>, SharedError> {
+    config
+        .password
+        .as_ref()
+        .map(|source| {
+            source.read().map_err(|e| SharedError::Setup {
+                key: "password",
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// One tenant's view of the shared store.
+#[derive(Clone)]
+pub struct SharedTenant {
+    shared: Shared,
+    tenant: String,
+    tag: String,
+    keys: [String; 3],
+    wake: watch::Receiver<u64>,
+}
+
+impl Shared {
+    /// Sets up the client for `tenants`. Does not connect: Redis may be down
+    /// at start-up without delaying readiness. Spawns the subscriber task.
+    pub fn start(
+        config: SharedConfig,
+        tenants: &[Tenant],
+        metrics: Arc<SharedMetrics>,
+    ) -> Result<Shared, SharedError> {
+        let password = read_password(&config)?;
+        let connection = Connection::open(&config, password)?;
         let mut wakeups = HashMap::new();
         for t in tenants {
             wakeups.insert(tag(t), watch::channel(0u64).0);
@@ -197,8 +229,7 @@ impl Shared {
                 channel: format!("{}:events", config.key_prefix),
                 owner: owner_id(),
                 config,
-                client,
-                conn,
+                connection: RwLock::new(Arc::new(connection)),
                 acquire: Script::new(scripts::ACQUIRE),
                 publish: Script::new(scripts::PUBLISH),
                 release: Script::new(scripts::RELEASE),
@@ -212,6 +243,45 @@ impl Shared {
 
     pub fn mode(&self) -> Mode {
         self.inner.config.mode
+    }
+
+    /// The current client and command connection.
+    fn connection(&self) -> Arc<Connection> {
+        self.inner
+            .connection
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After an error: if Redis refused the credentials, reads the password
+    /// source again and, when it holds another password, reconnects with it.
+    fn on_error(&self, e: &SharedError) {
+        let SharedError::Redis(e) = e else { return };
+        if e.kind() != redis::ErrorKind::AuthenticationFailed {
+            return;
+        }
+        let password = match read_password(&self.inner.config) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(cause = %e, "redis refused the credentials, and the password source can't be read");
+                return;
+            }
+        };
+        if password == self.connection().password {
+            return;
+        }
+        match Connection::open(&self.inner.config, password) {
+            Ok(c) => {
+                *self
+                    .inner
+                    .connection
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+                info!("redis refused the credentials and shared.password changed; reconnecting with the new password");
+            }
+            Err(e) => warn!(cause = %e, "reconnecting with the new shared.password failed"),
+        }
     }
 
     /// This replica's lock owner id: `host/pid/random`.
@@ -258,6 +328,7 @@ impl Shared {
         if let Err(e) = &r {
             self.inner.metrics.redis_error();
             debug!(op = what, cause = %e, "redis command failed");
+            self.on_error(e);
         }
         r
     }
@@ -270,7 +341,8 @@ impl Shared {
         let mut reported = false;
         loop {
             let attempt = async {
-                let mut pubsub = self.inner.client.get_async_pubsub().await?;
+                let client = self.connection().client.clone();
+                let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&self.inner.channel).await?;
                 redis::RedisResult::Ok(pubsub)
             };
@@ -303,6 +375,7 @@ impl Shared {
                 }
                 Ok(Err(e)) => {
                     self.inner.metrics.redis_error();
+                    self.on_error(&SharedError::Redis(e.clone()));
                     if !reported {
                         warn!(cause = %e, "shared token store unreachable; retrying");
                         reported = true;
@@ -379,7 +452,7 @@ impl SharedTenant {
     /// to wait for its holder.
     pub async fn acquire(&self, known: Option<u64>) -> Result<Acquired, SharedError> {
         let inner = &self.shared.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = self.shared.connection().conn.clone();
         let mut inv = inner.acquire.prepare_invoke();
         inv.key(&self.keys[0])
             .key(&self.keys[1])
@@ -414,7 +487,7 @@ impl SharedTenant {
         issued_at: SystemTime,
     ) -> Result<Option<u64>, SharedError> {
         let inner = &self.shared.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = self.shared.connection().conn.clone();
         let expires_at = issued_at + token.lifetime;
         let ttl_ms = token.lifetime.as_millis().max(1) as u64;
         let floor = unix_micros(SystemTime::now());
@@ -448,7 +521,7 @@ impl SharedTenant {
     /// Gives the lock up (after a failed fetch) if this replica holds it.
     pub async fn release(&self) -> Result<(), SharedError> {
         let inner = &self.shared.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = self.shared.connection().conn.clone();
         let mut inv = inner.release.prepare_invoke();
         inv.key(&self.keys[0])
             .key(&self.keys[1])
@@ -463,7 +536,7 @@ impl SharedTenant {
 
     /// Reads the current record.
     pub async fn read(&self) -> Result<Option<Record>, SharedError> {
-        let mut conn = self.shared.inner.conn.clone();
+        let mut conn = self.shared.connection().conn.clone();
         let cmd = redis::cmd("HMGET")
             .arg(&self.keys[0])
             .arg(&["v", "exp", "iat", "tok"])

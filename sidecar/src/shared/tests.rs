@@ -436,6 +436,69 @@ async fn acl_user_with_password_file() {
     assert!(!err.to_string().contains("wrong"), "{err}");
 }
 
+/// A rotated password (the Secret's file rewritten, the ACL user's password
+/// changed, old connections gone) is picked up without a restart: the first
+/// refused reconnect reads the file again, and commands and the notification
+/// subscription work with the new password.
+#[tokio::test]
+async fn rotated_password_is_read_again() {
+    let redis = RedisServer::start();
+    let acl = |pw: &str| {
+        let reply = redis
+            .command(&[
+                "ACL",
+                "SETUSER",
+                "authproxy",
+                "on",
+                "resetpass",
+                &format!(">{pw}"),
+                "~authproxy:*",
+                "&authproxy:*",
+                "+@all",
+            ])
+            .unwrap();
+        assert!(reply.starts_with("+OK"), "{reply}");
+    };
+    acl("first-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "first-pw\n").unwrap();
+    let cfg = config(
+        &redis.url(),
+        &format!(
+            "  username: authproxy\n  password: {{file: {}}}\n  mode: exclusive",
+            file.display()
+        ),
+    );
+    let a = replica(&cfg);
+    a.obtain(None, || async { Ok(token("t1", 60)) })
+        .await
+        .unwrap();
+    let subscribed = || a.shared.metrics().is_subscribed();
+    testkit::eventually(Duration::from_secs(5), "subscribed", || async {
+        subscribed()
+    })
+    .await;
+
+    acl("second-pw");
+    std::fs::write(&file, "second-pw\n").unwrap();
+    let killed = redis
+        .command(&["CLIENT", "KILL", "USER", "authproxy"])
+        .unwrap();
+    assert!(killed.starts_with(':'), "{killed}");
+    let read = testkit::eventually(
+        Duration::from_secs(10),
+        "a read with the new password",
+        || async { a.read().await },
+    )
+    .await;
+    assert_eq!(read.unwrap().token.expose(), "t1");
+    testkit::eventually(Duration::from_secs(10), "subscribed again", || async {
+        subscribed()
+    })
+    .await;
+}
+
 /// `rediss://` with `ca_file`: the protocol works over TLS, including the
 /// notification subscription; without the CA the server is not trusted.
 #[tokio::test]
