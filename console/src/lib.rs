@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - [`config`]: command line and environment, validated into one [`config::Config`] (exit 64).
-//! - [`auth`]: users file (argon2), SSO header, signed session cookies, CSRF tokens, roles.
+//! - [`auth`]: users file (argon2), SSO header, signed session cookies, CSRF tokens, roles;
+//!   [`throttle`]: backoff after repeated wrong passwords.
 //! - [`store`]: one query API over PostgreSQL (sqlx) and SQLite (rusqlite, read-only).
 //! - [`runs`]: `import_runs`/`import_rejects` queries; [`browse`]: registry-driven data queries.
 //! - [`live`]: PostgreSQL `LISTEN import_runs` fanned out to server-sent event streams.
@@ -25,6 +26,7 @@ pub mod rerun;
 pub mod runs;
 pub mod store;
 pub mod tenants;
+pub mod throttle;
 pub mod web;
 
 use std::future::Future;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub templates: Arc<minijinja::Environment<'static>>,
     /// One password check at a time: argon2 is slow and uses 12 MiB per check.
     pub login_gate: Arc<tokio::sync::Semaphore>,
+    /// Backoff for user names with repeated wrong passwords.
+    pub login_throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
@@ -101,6 +105,7 @@ impl AppState {
             http,
             templates: Arc::new(web::templates()),
             login_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            login_throttle: Arc::default(),
         })
     }
 }

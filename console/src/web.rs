@@ -334,12 +334,32 @@ async fn login(
         .acquire()
         .await
         .map_err(|_| AppError::Unavailable("shutting down".into()))?;
+    // Checked while holding the permit, so concurrent guesses can't slip past.
+    if let Err(wait) = state
+        .login_throttle
+        .check(&f.username, std::time::Instant::now())
+    {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        tracing::warn!(user = %f.username, retry_after_s = secs, "login throttled after repeated wrong passwords");
+        let body = render(
+            &state,
+            "login.html",
+            context! { next, error => format!("Too many wrong passwords for this user. Try again in {secs} s.") },
+        )?;
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, Html(body)).into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(r);
+    }
     let users = users.clone();
     let (name, password) = (f.username.clone(), f.password);
     let role = tokio::task::spawn_blocking(move || users.verify(&name, &password))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let Some(role) = role else {
+        state
+            .login_throttle
+            .failed(&f.username, std::time::Instant::now());
         tracing::info!(user = %f.username, "login refused");
         let body = render(
             &state,
@@ -348,6 +368,7 @@ async fn login(
         )?;
         return Ok((StatusCode::UNAUTHORIZED, Html(body)).into_response());
     };
+    state.login_throttle.succeeded(&f.username);
     tracing::info!(user = %f.username, role = role.as_str(), "login");
     let cookie = auth::issue(
         &state.config.session_key,

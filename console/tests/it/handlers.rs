@@ -80,6 +80,47 @@ async fn rejects_pages_in_line_order_sqlite() {
     scenarios::rejects_pages_in_line_order(World::sqlite().await).await;
 }
 
+/// Repeated wrong passwords for one user name make that name wait (429 with
+/// Retry-After, even with the right password), without touching other users;
+/// after the wait the right password signs in.
+#[tokio::test]
+async fn repeated_wrong_passwords_back_off() {
+    let w = World::sqlite().await;
+    let app = w.app(&[]).await;
+    let try_login = |user: &'static str, pw: &'static str| {
+        let app = app.clone();
+        async move {
+            post_form(
+                &app,
+                "/login",
+                None,
+                &format!("username={user}&password={}", urlenc(pw)),
+            )
+            .await
+        }
+    };
+    for _ in 0..admin_console::throttle::FREE_FAILURES {
+        assert_eq!(
+            try_login("admin", "wrong").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = try_login("admin", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.header("set-cookie").is_none());
+    assert!(
+        r.texts("p.error")[0].starts_with("Too many wrong passwords"),
+        "{}",
+        r.body
+    );
+    login(&app, "viewer").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = try_login("admin", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(r.header("set-cookie").is_some());
+}
+
 /// A wrong password is refused with a message and no cookie; a right one signs in.
 #[tokio::test]
 async fn login_checks_the_password() {
