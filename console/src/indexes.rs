@@ -21,7 +21,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use crate::store::{ident, index_name};
 
 /// Advisory lock key held while building (any constant, the same in every console).
-const LOCK_KEY: i64 = 0x636f_6e73_6f6c_6501;
+pub const LOCK_KEY: i64 = 0x636f_6e73_6f6c_6501;
 
 /// One GIN trigram index on a registry text column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,3 +199,6 @@ pub fn spawn(pool: PgPool, defs: Vec<TrigramIndex>) -> tokio::task::JoinHandle<(
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
