@@ -4,6 +4,7 @@
 #
 #   bench/console/importer-cost.sh                  # 1M rows, 3 repetitions
 #   ROWS=200000 REPS=3 bench/console/importer-cost.sh   # quick look
+# Results print and are written to bench/console/IMPORTER-COST.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"

@@ -5,7 +5,8 @@ three of them text: name, email, status). Alternates, in one run, loads into `be
 and with a GIN trigram index on each text column, exactly as the console builds them
 (`indexes::TrigramIndex::create_sql`): case 1 (first load, COPY into the empty table) and case 3
 (re-delivery with 10% of the rows changed: staged upsert). Prints medians and ratios, the
-indexes' build time (CREATE INDEX CONCURRENTLY on the loaded table) and size.
+indexes' build time (CREATE INDEX CONCURRENTLY on the loaded table) and size; writes
+bench/console/IMPORTER-COST.md.
 """
 import os
 import statistics
@@ -80,7 +81,11 @@ def main():
         f"Building the 3 indexes on the loaded table (CREATE INDEX CONCURRENTLY): "
         f"{statistics.median(build):.1f} s; size {size}.",
     ]
-    print("\n".join(out))
+    text = "\n".join(out)
+    print(text)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "IMPORTER-COST.md"), "w") as f:
+        f.write("# What the trigram indexes cost the importer\n\n"
+                "`bench/console/importer-cost.sh` on this machine (2 shared cores).\n\n" + text + "\n")
 
 
 if __name__ == "__main__":
