@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/importer
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "importer"))
 import bench as ib  # noqa: E402  (reads IMPORTER, PG_URL, WORK, ROWS, REPS)
 
