@@ -2,8 +2,11 @@
 # Console benchmark: seeds a throwaway PostgreSQL (default settings) with 1M rows in one type's
 # table (orders) and 10k import runs (plus 200k rejects), starts the release console against it,
 # and times every page by the console's own Server-Timing (server time), with /livez as the
-# HTTP floor in the same run; then reads the console's RSS. Results print and are written to
-# bench/console/RESULTS.md.
+# HTTP floor in the same run; then reads the console's RSS. The contains pages are first timed
+# with CONSOLE_TRIGRAM_INDEXES=false (no trigram index yet), then every page with the default
+# (after the console's background build) and with CONSOLE_COLUMN_INDEXES=true. Results print
+# and are written to bench/console/RESULTS.md. What the trigram indexes cost the importer:
+# bench/console/importer-cost.sh.
 #
 #   bench/console/run.sh                    # 1M rows, 10k runs, 7 repetitions per page
 #   ROWS=200000 RUNS=2000 REPS=3 bench/console/run.sh   # quick look

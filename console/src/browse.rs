@@ -6,6 +6,10 @@
 //! validated with the importer's own field rules and bound as parameters; the SQL text is built
 //! from registry identifiers and constants only.
 //!
+//! *Contains* (`.has`) is a case-insensitive `LIKE` on a bound, escaped `%…%` pattern of at
+//! least [`MIN_CONTAINS`] letters or digits in a row: on PostgreSQL the trigram indexes of
+//! [`crate::indexes`] serve it; on SQLite it scans the table (or the tenant's rows).
+//!
 //! Order is `sort column, tenant_id, natural key…` (NULLs last ascending, first descending,
 //! exactly reversed), so the last row of a page is a unique cursor and the next page is
 //! `WHERE (…) > (cursor)`, served by the primary key index when sorting by key.
@@ -130,13 +134,48 @@ fn expr(d: Dialect, name: &str, ty: ColumnType) -> String {
     }
 }
 
+/// The fewest letters or digits in a row a *contains* filter needs. On PostgreSQL the filter is
+/// served by a trigram index (`pg_trgm`, see [`crate::indexes`]), which can only look up a
+/// pattern holding a whole trigram of word characters; a shorter one would read the whole
+/// table. SQLite (which always scans) keeps the same rule, so a filter means the same on both.
+pub const MIN_CONTAINS: usize = 3;
+
+/// The longest run of letters or digits in `s` (`pg_trgm`'s word characters).
+fn longest_word(s: &str) -> usize {
+    s.split(|c: char| !c.is_alphanumeric())
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `%value%` for `LIKE`/`ILIKE` with `\` as the escape character: the user's `%`, `_` and `\`
+/// match themselves.
+pub fn contains_pattern(raw: &str) -> String {
+    let mut p = String::with_capacity(raw.len() + 2);
+    p.push('%');
+    for c in raw.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// Validates `raw` for a column and turns it into a bound value for the dialect.
 fn value(d: Dialect, ty: ColumnType, op: Op, raw: &str) -> Result<Param, String> {
     if op == Op::Has {
         if raw.contains('\0') {
             return Err("contains a NUL byte".into());
         }
-        return Ok(Param::Text(raw.to_string()));
+        if longest_word(raw) < MIN_CONTAINS {
+            return Err(format!(
+                "contains needs at least {MIN_CONTAINS} letters or digits in a row \
+                 (a shorter text can't use the search index)"
+            ));
+        }
+        return Ok(Param::Text(contains_pattern(raw)));
     }
     // A bare date bounds a timestamp range by whole days.
     let widened;
@@ -332,15 +371,18 @@ pub fn select(def: &TypeDef, d: Dialect, b: &Browse, limit: Option<usize>) -> Sq
             Op::Max => sql
                 .push(&format!(" AND {e} <= "))
                 .bind(c.value.clone(), cast),
-            Op::Has => {
-                let f = match d {
-                    Dialect::Postgres => "strpos",
-                    Dialect::Sqlite => "instr",
-                };
-                sql.push(&format!(" AND {f}(lower({e}), lower("))
-                    .bind(c.value.clone(), Some("text"))
-                    .push(")) > 0")
-            }
+            // Bound `%…%` pattern (see `contains_pattern`). PostgreSQL: plain `ILIKE` on the
+            // column, which its trigram index serves (backslash is ILIKE's default escape);
+            // SQLite: `LIKE` (ASCII case-insensitive) with the escape said out loud.
+            Op::Has => match d {
+                Dialect::Postgres => sql
+                    .push(&format!(" AND {e} ILIKE "))
+                    .bind(c.value.clone(), Some("text")),
+                Dialect::Sqlite => sql
+                    .push(&format!(" AND {e} LIKE "))
+                    .bind(c.value.clone(), None)
+                    .push(" ESCAPE '\\'"),
+            },
         };
     }
     let key_cols: Vec<Option<usize>> = std::iter::once(None)

@@ -142,6 +142,11 @@ pub struct Cli {
     /// index slows the importer's loads and takes disk.
     #[arg(long, env = "CONSOLE_COLUMN_INDEXES", default_value_t = false, action = clap::ArgAction::Set)]
     pub column_indexes: bool,
+    /// PostgreSQL (with `CONSOLE_ENSURE_INDEXES`): `CREATE EXTENSION IF NOT EXISTS pg_trgm` and
+    /// a GIN trigram index on every registry text column, built in the background with
+    /// `CREATE INDEX CONCURRENTLY`, so a *contains* filter reads only the matching rows.
+    #[arg(long, env = "CONSOLE_TRIGRAM_INDEXES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trigram_indexes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +215,7 @@ pub struct Config {
     pub rerun: Rerun,
     pub ensure_indexes: bool,
     pub column_indexes: bool,
+    pub trigram_indexes: bool,
 }
 
 /// A 32-byte key. `Debug` redacts it.
@@ -370,6 +376,7 @@ impl Config {
             rerun,
             ensure_indexes: cli.ensure_indexes,
             column_indexes: cli.column_indexes,
+            trigram_indexes: cli.trigram_indexes,
         })
     }
 }

@@ -12,6 +12,7 @@
 //!   [`throttle`]: backoff after repeated wrong passwords.
 //! - [`store`]: one query API over PostgreSQL (sqlx) and SQLite (rusqlite, read-only).
 //! - [`runs`]: `import_runs`/`import_rejects` queries; [`browse`]: registry-driven data queries.
+//! - [`indexes`]: PostgreSQL trigram indexes for *contains* filters, built in the background.
 //! - [`live`]: PostgreSQL `LISTEN import_runs` fanned out to server-sent event streams.
 //! - [`rerun`]: local `importer run` processes or Kubernetes Jobs from the CronJob template.
 //! - [`tenants`]: the sidecars' `/status`; [`charts`]: 30-day SVG charts.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod browse;
 pub mod charts;
 pub mod config;
+pub mod indexes;
 pub mod live;
 pub mod rerun;
 pub mod runs;
@@ -70,7 +72,7 @@ pub struct AppState {
 
 impl AppState {
     /// Connects the store, starts the notification listener, and (PostgreSQL) creates the
-    /// console's indexes when asked.
+    /// console's indexes when asked (the trigram ones in the background).
     pub async fn new(config: Config) -> Result<Self, Error> {
         let store = Store::connect(&config.database).await?;
         if config.ensure_indexes && store.pg_pool().is_some() {
@@ -86,6 +88,11 @@ impl AppState {
                 if let Err(e) = store.execute(&stmt).await {
                     tracing::warn!(cause = %e, statement = %stmt, "could not create a column index");
                 }
+            }
+        }
+        if config.ensure_indexes && config.trigram_indexes {
+            if let Some(pool) = store.pg_pool() {
+                indexes::spawn(pool.clone(), indexes::trigram_indexes(&config.registry));
             }
         }
         let hub = live::Hub::start(&store);

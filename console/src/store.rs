@@ -397,11 +397,7 @@ pub fn column_indexes(registry: &importer::registry::Registry) -> Vec<String> {
             .map(ident)
             .collect();
         for c in &t.columns {
-            let mut name = format!("console_{}_{}", t.table.as_str(), c.name.as_str());
-            if name.len() > 63 {
-                let h = blake3::hash(name.as_bytes()).to_hex();
-                name = format!("console_{}", &h[..24]);
-            }
+            let name = index_name("console", t.table.as_str(), c.name.as_str());
             let mut cols = vec![ident(c.name.as_str())];
             cols.extend(
                 rest.iter()
@@ -417,4 +413,15 @@ pub fn column_indexes(registry: &importer::registry::Registry) -> Vec<String> {
         }
     }
     out
+}
+
+/// `{prefix}_{table}_{column}`, or `console_{hash}` when that is longer than PostgreSQL's 63
+/// bytes for a name.
+pub fn index_name(prefix: &str, table: &str, column: &str) -> String {
+    let name = format!("{prefix}_{table}_{column}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let h = blake3::hash(name.as_bytes()).to_hex();
+    format!("console_{}", &h[..24])
 }

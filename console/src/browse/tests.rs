@@ -126,3 +126,45 @@ fn keyset_cursor() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"[null,"acme","1 OR 1=1"]"#);
     assert!(parse(def, d, &pairs(&[("sort", "currency"), ("after", &forged)])).is_err());
 }
+
+/// A contains value is a bound `%…%` pattern whose `%`, `_` and `\` match themselves: ILIKE
+/// on PostgreSQL (what its trigram index serves), LIKE with an explicit escape on SQLite.
+#[test]
+fn contains_is_an_escaped_pattern() {
+    let r = registry();
+    let def = r.get("customers").unwrap();
+    assert_eq!(contains_pattern(r"50%_off\x"), r"%50\%\_off\\x%");
+    for (d, op) in [
+        (Dialect::Postgres, "\"name\" ILIKE $1::text"),
+        (Dialect::Sqlite, "\"name\" LIKE ?1 ESCAPE '\\'"),
+    ] {
+        let b = parse(def, d, &pairs(&[("name.has", "Bob_%")])).unwrap();
+        assert_eq!(b.conds[0].value, Param::Text(r"%Bob\_\%%".into()));
+        let sql = select(def, d, &b, Some(51));
+        assert!(sql.text.contains(op), "{}", sql.text);
+        assert_eq!(sql.params, [Param::Text(r"%Bob\_\%%".into())]);
+        // The form shows what was typed, not the pattern.
+        assert_eq!(b.params["name.has"], "Bob_%");
+    }
+}
+
+/// Contains needs 3 letters or digits in a row (what a trigram index can look up), and says so
+/// naming the parameter; anything with such a run is accepted.
+#[test]
+fn contains_needs_three_letters_in_a_row() {
+    let r = registry();
+    let def = r.get("customers").unwrap();
+    for d in [Dialect::Postgres, Dialect::Sqlite] {
+        for short in ["ab", "%", "_", "a-b-c", "%%%", "12 34", "a\\b"] {
+            let e = parse(def, d, &pairs(&[("email.has", short)])).unwrap_err();
+            assert_eq!(e.param, "email.has", "{short}");
+            assert!(
+                e.problem.contains("at least 3 letters or digits in a row"),
+                "{short}: {e}"
+            );
+        }
+        for ok in ["bob", "@example.", "x' OR 'abc", "Zoë", "日本語", "123"] {
+            assert!(parse(def, d, &pairs(&[("email.has", ok)])).is_ok(), "{ok}");
+        }
+    }
+}

@@ -93,7 +93,7 @@ pub async fn runs_run_and_rejects(w: World) {
     assert_eq!(later, want);
 }
 
-fn ids(r: &Resp) -> Vec<String> {
+pub fn ids(r: &Resp) -> Vec<String> {
     r.table("#rows")
         .into_iter()
         .filter(|row| row.len() > 1)
@@ -144,7 +144,29 @@ pub async fn data_browser(w: World) {
         ids(&page("tenant=acme&total.min=5&total.max=50").await),
         ["1", "5"]
     );
-    assert_eq!(ids(&page("tenant=acme&currency.has=e").await), ["1", "3"]);
+    assert_eq!(ids(&page("tenant=acme&currency.has=eur").await), ["1", "3"]);
+    assert_eq!(
+        ids(&page("tenant=acme&status.has=PEN").await),
+        ["1", "5", "6"]
+    );
+    // The user's `%`, `_` and `\` match themselves, not any text.
+    for v in ["ope%", "ope_", "ope%n", "open\\"] {
+        let r = page(&format!("tenant=acme&status.has={}", urlenc(v))).await;
+        assert_eq!(r.status, StatusCode::OK, "{v}: {}", r.body);
+        assert_eq!(r.texts("#rows td.empty"), ["No rows match."], "{v}");
+    }
+    // Too short for the search index: a clear 400 naming the column, the form says the rule.
+    let r = page("tenant=acme&currency.has=eu").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.texts("#filter-error"),
+        [
+            "currency.has: contains needs at least 3 letters or digits in a row \
+          (a shorter text can't use the search index)"
+        ]
+    );
+    assert_eq!(r.attrs("#f-currency-has", "value"), ["eu"]);
+    assert_eq!(r.texts("#contains-hint").len(), 1);
     assert_eq!(
         ids(&page("tenant=acme&order_date.min=2026-01-03&order_date.max=2026-01-05").await),
         ["3", "5"]
@@ -244,7 +266,15 @@ pub async fn crafted_filters(w: World) {
         "1) OR (1=1",
     ];
     for v in evil {
-        for param in ["status.eq", "status.has", "tenant", "currency.eq"] {
+        // Contains needs 3 letters in a row: "ope" plus the crafted text (which also ends a
+        // `%…%` pattern early if it weren't escaped).
+        let has = format!("ope{v}");
+        for (param, v) in [
+            ("status.eq", v),
+            ("status.has", has.as_str()),
+            ("tenant", v),
+            ("currency.eq", v),
+        ] {
             let r = get(
                 &app,
                 &format!("/data/orders?{param}={}", urlenc(v)),
