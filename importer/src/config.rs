@@ -48,6 +48,15 @@ pub struct Cli {
     /// `max_record_bytes` in the registry overrides it).
     #[arg(long, env = "IMPORTER_MAX_RECORD_BYTES", default_value_t = crate::registry::DEFAULT_MAX_RECORD_BYTES, global = true)]
     pub max_record_bytes: usize,
+    /// How often a running load records its counts and heartbeat (PostgreSQL; milliseconds,
+    /// 100-30000, well inside the 60 s lease after which a silent run counts as abandoned).
+    #[arg(
+        long,
+        env = "IMPORTER_PROGRESS_EVERY_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub progress_every_ms: u64,
     #[command(subcommand)]
     pub command: CliCommand,
 }
@@ -191,6 +200,7 @@ pub struct Config {
     pub registry: Arc<Registry>,
     pub temp_dir: PathBuf,
     pub max_record_bytes: usize,
+    pub progress_every: std::time::Duration,
     pub command: Command,
 }
 
@@ -285,6 +295,12 @@ impl Config {
                 cli.max_record_bytes
             )));
         }
+        if !(100..=30_000).contains(&cli.progress_every_ms) {
+            return Err(UsageError(format!(
+                "--progress-every-ms {}: must be between 100 and 30000",
+                cli.progress_every_ms
+            )));
+        }
         if !temp_dir.is_dir() {
             return Err(UsageError(format!(
                 "--temp-dir {}: not a directory",
@@ -366,6 +382,7 @@ impl Config {
             registry,
             temp_dir,
             max_record_bytes: cli.max_record_bytes,
+            progress_every: std::time::Duration::from_millis(cli.progress_every_ms),
             command,
         })
     }

@@ -134,6 +134,8 @@ pub struct Context {
     pub max_record_bytes: usize,
     /// An export without data rows fails instead of warning.
     pub fail_on_empty: bool,
+    /// How often a running load records its counts and heartbeat.
+    pub progress_every: Duration,
     pub progress: Progress,
     /// Set on shutdown: jobs not started yet don't start, loads in flight stop and roll back.
     pub cancel: Arc<AtomicBool>,
@@ -174,13 +176,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
-/// Records a running load's counts and heartbeat once a second until dropped.
+/// Records a running load's counts and heartbeat every `every` until dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(db: Db, id: i64, live: Arc<LiveCounts>) -> Self {
+    fn start(db: Db, id: i64, live: Arc<LiveCounts>, every: Duration) -> Self {
         Self(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
@@ -504,7 +506,7 @@ async fn attempt(ctx: &Context, job: &Job, file: &FileRef) -> Result<Attempted, 
     let heartbeat = ctx
         .db
         .live_progress()
-        .then(|| Heartbeat::start(ctx.db.clone(), run_id, live));
+        .then(|| Heartbeat::start(ctx.db.clone(), run_id, live, ctx.progress_every));
     let loaded = ctx.db.load(run_id, source, &parse).await;
     drop(heartbeat);
     let loaded = loaded.map_err(|e| failed(load_err(e)))?;

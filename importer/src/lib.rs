@@ -216,6 +216,7 @@ async fn run_jobs(
         temp_dir: config.temp_dir.clone(),
         force: opts.force,
         max_record_bytes: config.max_record_bytes,
+        progress_every: config.progress_every,
         fail_on_empty: opts.fail_on_empty,
         progress: reporter.rows(cancel.clone()),
         cancel: cancel.clone(),

@@ -156,7 +156,11 @@ async fn live_progress_is_recorded_and_notified() {
     let big = s.file("big.csv", scenarios::orders(1, 400_000, "open"));
     let mut listener = sqlx::postgres::PgListener::connect(&b.url()).await.unwrap();
     listener.listen("import_runs").await.unwrap();
+    // Progress every 100 ms, so the load (about a second here) is seen running with counts
+    // however fast the machine is.
     let args = [
+        "--progress-every-ms",
+        "100",
         "load",
         big.to_str().unwrap(),
         "--tenant",

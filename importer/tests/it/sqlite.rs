@@ -28,6 +28,7 @@ fn usage_errors_exit_64() {
         vec!["--registry", broken.to_str().unwrap(), "types"],
         vec!["--registry", "/no/such/registry.yaml", "types"],
         vec!["--registry", reg, "--database-url", "mysql://x", "types"],
+        vec!["--registry", reg, "--progress-every-ms", "50", "types"],
         vec![
             "--registry",
             reg,
