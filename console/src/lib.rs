@@ -72,28 +72,21 @@ pub struct AppState {
 
 impl AppState {
     /// Connects the store, starts the notification listener, and (PostgreSQL) creates the
-    /// console's indexes when asked (the trigram ones in the background).
+    /// console's indexes when asked, in the background (`indexes`).
     pub async fn new(config: Config) -> Result<Self, Error> {
         let store = Store::connect(&config.database).await?;
-        if config.ensure_indexes && store.pg_pool().is_some() {
-            for stmt in store::PG_INDEXES {
-                if let Err(e) = store.execute(stmt).await {
-                    tracing::warn!(cause = %e, statement = stmt, "could not create an index; pages may be slower");
-                }
+        if let Some(pool) = store.pg_pool() {
+            let mut defs = Vec::new();
+            if config.ensure_indexes {
+                defs.extend(indexes::base_indexes());
             }
-        }
-        if config.column_indexes && store.pg_pool().is_some() {
-            for stmt in store::column_indexes(&config.registry) {
-                tracing::info!(statement = %stmt, "creating a column index");
-                if let Err(e) = store.execute(&stmt).await {
-                    tracing::warn!(cause = %e, statement = %stmt, "could not create a column index");
-                }
+            if config.column_indexes {
+                defs.extend(indexes::column_indexes(&config.registry));
             }
-        }
-        if config.ensure_indexes && config.trigram_indexes {
-            if let Some(pool) = store.pg_pool() {
-                indexes::spawn(pool.clone(), indexes::trigram_indexes(&config.registry));
+            if config.ensure_indexes && config.trigram_indexes {
+                defs.extend(indexes::trigram_indexes(&config.registry));
             }
+            indexes::spawn(pool.clone(), defs);
         }
         let hub = live::Hub::start(&store);
         let rerun = rerun::Runner::new(

@@ -38,3 +38,28 @@ fn one_trigram_index_per_text_column() {
          ON \"orders\" USING gin (\"currency\" public.gin_trgm_ops)"
     );
 }
+
+/// One `(column, tenant_id, natural key…)` index per registry column, built concurrently;
+/// the base indexes too.
+#[test]
+fn column_and_base_indexes_are_concurrent_btrees() {
+    let r = Registry::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../importer/registry/example.yaml"),
+    )
+    .unwrap();
+    let defs = column_indexes(&r);
+    let columns: usize = r.types().map(|t| t.columns.len()).sum();
+    assert_eq!(defs.len(), columns);
+    let d = defs
+        .iter()
+        .find(|d| d.table == "orders" && d.column == "total")
+        .unwrap();
+    assert_eq!(
+        d.create_sql(""),
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"console_orders_total\" \
+         ON \"orders\" (\"total\", \"tenant_id\", \"order_id\")"
+    );
+    assert!(base_indexes().iter().all(|d| d
+        .create_sql("")
+        .starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS")));
+}
