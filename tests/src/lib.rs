@@ -85,28 +85,54 @@ impl Stack {
     }
 
     /// Waits until requests as `tenant` get through with a token on every
-    /// Envoy worker: each worker's VM loads the snapshot on its own tick, so
-    /// one success proves only one worker ready. Every request is a new
-    /// connection, spread over the workers by the kernel, so 20 successes in
-    /// a row leave a chance of about 2^-19 that a worker was never asked.
+    /// Envoy worker ([`token_on_every_worker`]).
     pub async fn wait_for_token(&self, tenant: &str) {
         self.wait_for_token_as(Some(tenant)).await
     }
 
     /// Like [`Stack::wait_for_token`], sending `tenant` (none: the default).
     pub async fn wait_for_token_as(&self, tenant: Option<&str>) {
-        let streak = std::cell::Cell::new(0);
-        eventually(
-            Duration::from_secs(20),
-            "a token on every worker",
-            || async {
-                let ok = self.get("/ping", tenant).await.status() == 200;
-                streak.set(if ok { streak.get() + 1 } else { 0 });
-                (streak.get() >= 20).then_some(())
-            },
-        )
-        .await;
+        token_on_every_worker(&self.proxy_url(), "/ping", tenant).await
     }
+}
+
+/// Waits until `GET {proxy}{path}` as `tenant` gets through with a token
+/// (anything but 503) on every Envoy worker ([`on_every_worker`]).
+pub async fn token_on_every_worker(proxy: &str, path: &str, tenant: Option<&str>) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client");
+    on_every_worker(|| async {
+        let mut req = http.get(format!("{proxy}{path}"));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        req.send().await.is_ok_and(|r| r.status() != 503)
+    })
+    .await
+}
+
+/// Waits until `ok` (one request on a new connection) holds 20 times in a
+/// row. Each Envoy worker's VM loads the token snapshot on its own tick, so
+/// one success proves only one worker ready; the kernel spreads new
+/// connections over the workers, so 20 in a row leave a chance of about
+/// 2^-19 that a worker was never asked.
+pub async fn on_every_worker<F, Fut>(mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let streak = std::cell::Cell::new(0);
+    eventually(Duration::from_secs(20), "a token on every worker", || {
+        let once = ok();
+        let streak = &streak;
+        async move {
+            streak.set(if once.await { streak.get() + 1 } else { 0 });
+            streak.get() >= 20
+        }
+    })
+    .await;
 }
 
 impl StackBuilder {

@@ -27,26 +27,18 @@ async fn stack() -> ProdStack {
     )
     .await;
     let token = stack.files.issuer.token("billing", "invoicer", Flaw::None);
-    // Every worker must hold the snapshot: 20 successes in a row on new
-    // connections (see Stack::wait_for_token).
-    let streak = std::cell::Cell::new(0);
-    eventually(
-        Duration::from_secs(20),
-        "a token on every worker",
-        || async {
-            let ok = send(
-                &stack,
-                "GET",
-                "/ping",
-                Some(&token),
-                &[("x-tenant-id", "acme")],
-            )
-            .await
-            .0 == 200;
-            streak.set(if ok { streak.get() + 1 } else { 0 });
-            (streak.get() >= 20).then_some(())
-        },
-    )
+    // Every worker must hold the snapshot.
+    e2e::on_every_worker(|| async {
+        send(
+            &stack,
+            "GET",
+            "/ping",
+            Some(&token),
+            &[("x-tenant-id", "acme")],
+        )
+        .await
+        .0 == 200
+    })
     .await;
     stack
 }

@@ -78,21 +78,7 @@ async fn no_503s_across_refreshes(injector: Option<Value>) {
         },
     );
     let envoy = Envoy::start_with(&config).await;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    eventually(Duration::from_secs(20), "a first token", || async {
-        let r = http
-            .get(format!("{}/ping", envoy.url()))
-            .header("x-tenant-id", "acme")
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // every worker's tick
+    e2e::token_on_every_worker(&envoy.url(), "/ping", Some("acme")).await;
     let statuses = load(&envoy.url(), "acme", 2, Duration::from_secs(22)).await;
     let issued = auth.issued().len();
     assert!(
@@ -287,16 +273,7 @@ async fn graceful_stop_finishes_in_flight_requests() {
         .build()
         .unwrap();
     let proxy = envoy.url();
-    eventually(Duration::from_secs(20), "a token through envoy", || async {
-        let r = http
-            .get(format!("{proxy}/slow-not-yet"))
-            .header("x-tenant-id", "acme")
-            .send()
-            .await
-            .ok()?;
-        (r.status() != 503).then_some(())
-    })
-    .await;
+    e2e::token_on_every_worker(&proxy, "/slow-not-yet", Some("acme")).await;
     let in_flight = tokio::spawn({
         let (http, url) = (http.clone(), format!("{proxy}/slow"));
         async move { http.get(url).header("x-tenant-id", "acme").send().await }
